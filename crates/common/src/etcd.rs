@@ -1,0 +1,128 @@
+//! How both binaries reach etcd: the flags and `ETCDCTL_*` variables etcdctl uses, turned into a client.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use thiserror::Error;
+
+use crate::discovery::{self, DiscoveryError};
+use crate::duration::parse_duration;
+
+/// The endpoint etcdctl uses when it is given none.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
+
+#[derive(Debug, Error)]
+pub enum EtcdError {
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error("cannot read {what} {path}: {source}")]
+    ReadFile { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("--cert and --key must be given together")]
+    CertWithoutKey,
+    #[error("--user {0:?} has no password: use --user NAME:PASSWORD or --password")]
+    NoPassword(String),
+    #[error("invalid endpoint {0:?}: expected a URL such as http://127.0.0.1:2379")]
+    Endpoint(String),
+    #[error("etcd at {endpoints}: {source}")]
+    Client { endpoints: String, source: etcd_client::Error },
+}
+
+/// etcd connection flags, shared by `registrar` and `dnsd`; each also read from the variable etcdctl uses.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EtcdArgs {
+    /// etcd client URLs, comma separated [default: http://127.0.0.1:2379]
+    #[arg(long, env = "ETCDCTL_ENDPOINTS", value_delimiter = ',', value_name = "URLS")]
+    pub endpoints: Vec<String>,
+    /// Domain whose _etcd-client-ssl._tcp / _etcd-client._tcp SRV records name the etcd endpoints
+    #[arg(long, env = "ETCDCTL_DISCOVERY_SRV", value_name = "DOMAIN", conflicts_with = "endpoints")]
+    pub discovery_srv: Option<String>,
+    /// Suffix for the SRV service names, as etcdctl's --discovery-srv-name
+    #[arg(long, env = "ETCDCTL_DISCOVERY_SRV_NAME", value_name = "NAME")]
+    pub discovery_srv_name: Option<String>,
+    /// CA bundle that verifies etcd's server certificate
+    #[arg(long, env = "ETCDCTL_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate for etcd
+    #[arg(long, env = "ETCDCTL_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Client key for etcd
+    #[arg(long, env = "ETCDCTL_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// etcd user, NAME or NAME:PASSWORD
+    #[arg(long, env = "ETCDCTL_USER", value_name = "NAME[:PASSWORD]")]
+    pub user: Option<String>,
+    /// Password for --user when it holds only the name
+    #[arg(long, env = "ETCDCTL_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// How long one connection attempt to an endpoint may take
+    #[arg(long, env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub dial_timeout: Duration,
+}
+
+impl EtcdArgs {
+    /// The endpoints to use: the given ones, those found by `--discovery-srv`, or etcdctl's default.
+    pub async fn resolve_endpoints(&self) -> Result<Vec<String>, EtcdError> {
+        if let Some(domain) = &self.discovery_srv {
+            return Ok(discovery::etcd_client_endpoints(domain, self.discovery_srv_name.as_deref()).await?);
+        }
+        let endpoints: Vec<String> =
+            self.endpoints.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
+        if endpoints.is_empty() {
+            return Ok(vec![DEFAULT_ENDPOINT.to_string()]);
+        }
+        for endpoint in &endpoints {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) || endpoint.contains(' ') {
+                return Err(EtcdError::Endpoint(endpoint.clone()));
+            }
+        }
+        Ok(endpoints)
+    }
+
+    /// Client options: credentials, TLS, and keepalives so a dead connection is noticed.
+    pub fn connect_options(&self) -> Result<ConnectOptions, EtcdError> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(self.dial_timeout)
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
+        if let Some(user) = &self.user {
+            let (name, password) = match user.split_once(':') {
+                Some((name, password)) => (name.to_string(), password.to_string()),
+                None => match &self.password {
+                    Some(password) => (user.clone(), password.clone()),
+                    None => return Err(EtcdError::NoPassword(user.clone())),
+                },
+            };
+            options = options.with_user(name, password);
+        }
+        if self.cacert.is_some() || self.cert.is_some() || self.key.is_some() {
+            let mut tls = TlsOptions::new();
+            if let Some(path) = &self.cacert {
+                tls = tls.ca_certificate(Certificate::from_pem(read("CA certificate", path)?));
+            }
+            match (&self.cert, &self.key) {
+                (Some(cert), Some(key)) => {
+                    tls = tls.identity(Identity::from_pem(read("certificate", cert)?, read("key", key)?));
+                }
+                (None, None) => {}
+                _ => return Err(EtcdError::CertWithoutKey),
+            }
+            options = options.with_tls(tls);
+        }
+        Ok(options)
+    }
+
+    /// Resolves the endpoints and builds a client. The connection itself is made lazily by the first request.
+    pub async fn connect(&self) -> Result<(Client, Vec<String>), EtcdError> {
+        let endpoints = self.resolve_endpoints().await?;
+        let options = self.connect_options()?;
+        let client = Client::connect(&endpoints, Some(options))
+            .await
+            .map_err(|source| EtcdError::Client { endpoints: endpoints.join(","), source })?;
+        Ok((client, endpoints))
+    }
+}
+
+fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, EtcdError> {
+    std::fs::read(path).map_err(|source| EtcdError::ReadFile { what, path: path.clone(), source })
+}

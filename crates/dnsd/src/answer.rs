@@ -1,0 +1,430 @@
+//! Turns one question into the sections of an authoritative answer, following the SkyDNS conventions of
+//! CoreDNS's etcd plugin (docs/coredns-compat.md). Everything is read from the view: no etcd request here.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use hickory_proto::op::{Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::view::{Entry, View};
+use crate::zone::{Catalog, Zone};
+
+/// TTL of records whose value has no `ttl` (CoreDNS's default).
+pub const DEFAULT_TTL: u32 = 300;
+/// How many CNAMEs one answer may chain (CoreDNS's maxCnameChainLength).
+const MAX_CHAIN: usize = 10;
+
+/// The sections of a response, before it is put on the wire.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub rcode: ResponseCode,
+    pub authoritative: bool,
+    pub answers: Vec<Record>,
+    pub authorities: Vec<Record>,
+    pub additionals: Vec<Record>,
+}
+
+/// What a SkyDNS `host` field holds, decided as CoreDNS's HostType does.
+enum Host {
+    V4(Ipv4Addr),
+    V6(Ipv6Addr),
+    /// A name (lowercase, no trailing dot): CNAME, or the SRV/MX target itself.
+    Name(String),
+    /// A name together with `text`: a TXT entry only.
+    Text,
+}
+
+fn host_of(entry: &Entry) -> Host {
+    match entry.service.host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => Host::V4(ip),
+        Ok(IpAddr::V6(ip)) => Host::V6(ip),
+        Err(_) if entry.service.text.is_empty() => {
+            Host::Name(entry.service.host.trim_end_matches('.').to_ascii_lowercase())
+        }
+        Err(_) => Host::Text,
+    }
+}
+
+fn ttl_of(entry: &Entry) -> u32 {
+    if entry.service.ttl > 0 { entry.service.ttl } else { DEFAULT_TTL }
+}
+
+fn priority_of(entry: &Entry) -> i64 {
+    if entry.service.priority == 0 { 10 } else { entry.service.priority }
+}
+
+fn weight_of(entry: &Entry) -> i64 {
+    if entry.service.weight == 0 { 100 } else { entry.service.weight }
+}
+
+/// A name from the view as a DNS name; None for keys that do not form a valid name (they are skipped).
+fn fqdn(name: &str) -> Option<Name> {
+    Name::from_ascii(format!("{name}.")).ok()
+}
+
+/// `targetstrip`: drop the n leftmost labels, keeping the name whole when n would consume all of it.
+fn strip_labels(name: &str, n: i64) -> &str {
+    let mut rest = name;
+    for _ in 0..n.max(0) {
+        match rest.split_once('.') {
+            Some((_, tail)) => rest = tail,
+            None => return name,
+        }
+    }
+    rest
+}
+
+/// Answers questions from one snapshot of the view.
+pub struct Resolver<'a> {
+    pub catalog: &'a Catalog,
+    pub view: &'a View,
+}
+
+impl Resolver<'_> {
+    /// The answer for one question; REFUSED when its name is in none of our zones.
+    pub fn resolve(&self, query: &Query) -> Answer {
+        let owner = query.name();
+        let lname = owner.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+        let Some(zone) = self.catalog.zone_for(&lname) else {
+            return Answer { rcode: ResponseCode::Refused, ..Answer::default() };
+        };
+        let mut answer = Answer { authoritative: true, ..Answer::default() };
+        let apex = lname == zone.name;
+        match query.query_type() {
+            RecordType::A | RecordType::AAAA => {
+                let mut chain = vec![lname.clone()];
+                self.addresses(owner, &lname, query.query_type(), &mut chain, &mut answer.answers);
+            }
+            RecordType::SRV => self.srv(owner, &lname, &mut answer),
+            RecordType::TXT => {
+                let mut chain = vec![lname.clone()];
+                self.txt(owner, &lname, &mut chain, &mut answer.answers);
+            }
+            RecordType::MX => self.mx(owner, &lname, &mut answer),
+            RecordType::CNAME => self.cname(owner, &lname, &mut answer),
+            RecordType::PTR => self.ptr(owner, &lname, &mut answer),
+            RecordType::NS if apex => self.ns(owner, zone, &mut answer),
+            RecordType::SOA if apex => answer.answers.push(self.soa(zone, DEFAULT_TTL)),
+            _ => {}
+        }
+        if answer.answers.is_empty() {
+            // NODATA when the name exists (even as an empty non-terminal), NXDOMAIN otherwise; RFC 2308
+            // negative answers carry the SOA with the smaller of its TTL and its minimum.
+            if !apex && !self.view.exists(&self.key(&lname)) {
+                answer.rcode = ResponseCode::NXDomain;
+            }
+            answer.additionals.clear();
+            answer.authorities.push(self.soa(zone, zone.soa.minimum.min(DEFAULT_TTL)));
+        }
+        answer
+    }
+
+    fn key(&self, lname: &str) -> String {
+        self.catalog.prefix.key_for_name(lname)
+    }
+
+    fn name_of(&self, entry: &Entry) -> Option<String> {
+        self.catalog.prefix.name_for_key(&entry.key)
+    }
+
+    fn soa(&self, zone: &Zone, ttl: u32) -> Record {
+        let soa = &zone.soa;
+        // The serial is the etcd revision the view reflects: it grows whenever the data changes.
+        let serial = (self.view.revision & 0xffff_ffff) as u32;
+        let rdata =
+            SOA::new(soa.mname.clone(), soa.rname.clone(), serial, soa.refresh, soa.retry, soa.expire, soa.minimum);
+        Record::from_rdata(zone.origin.clone(), ttl, RData::SOA(rdata))
+    }
+
+    /// The entries a non-exact question sees: the subtree (or the key itself), those with a host (or a text
+    /// for TXT), narrowed by `group`. Addresses of the zone apex come from `apex.dns.<zone>`, else from the
+    /// zone's name servers (`ns.dns.<zone>`), and only without either from the whole zone as CoreDNS does:
+    /// every exporter's address under the zone name is never what anyone asked for.
+    fn entries(&self, lname: &str, rtype: RecordType) -> Vec<&Entry> {
+        let mut found = Vec::new();
+        if matches!(rtype, RecordType::A | RecordType::AAAA)
+            && let Some(zone) = self.catalog.zone_for(lname)
+            && zone.name == lname
+        {
+            found = self.view.lookup(&self.key(&format!("apex.dns.{lname}")));
+            if found.is_empty() {
+                found = self.view.lookup(&self.key(&format!("ns.dns.{lname}")));
+            }
+        }
+        if found.is_empty() {
+            found = self.view.lookup(&self.key(lname));
+        }
+        found.retain(|e| !e.service.host.is_empty() || (rtype == RecordType::TXT && !e.service.text.is_empty()));
+        group_filter(found)
+    }
+
+    /// A or AAAA records for `lname`, following name hosts as CNAMEs inside our zones.
+    fn addresses(&self, owner: &Name, lname: &str, rtype: RecordType, chain: &mut Vec<String>, out: &mut Vec<Record>) {
+        let mut seen = HashSet::new();
+        for entry in self.entries(lname, rtype) {
+            let ttl = ttl_of(entry);
+            match host_of(entry) {
+                Host::V4(ip) if rtype == RecordType::A => {
+                    if seen.insert(IpAddr::V4(ip)) {
+                        out.push(Record::from_rdata(owner.clone(), ttl, RData::A(A(ip))));
+                    }
+                }
+                Host::V6(ip) if rtype == RecordType::AAAA => {
+                    if seen.insert(IpAddr::V6(ip)) {
+                        out.push(Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(ip))));
+                    }
+                }
+                Host::Name(target) => {
+                    self.follow_cname(owner, lname, &target, ttl, chain, out, |r, t, c, o| {
+                        r.addresses(&t.0, &t.1, rtype, c, o)
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Emits `owner CNAME target` plus what `resolve_target` finds for an in-zone target. A target outside our
+    /// zones gets the CNAME alone: dnsd is authoritative only and leaves chasing it to the resolver.
+    #[allow(clippy::too_many_arguments)]
+    fn follow_cname(
+        &self,
+        owner: &Name,
+        lname: &str,
+        target: &str,
+        ttl: u32,
+        chain: &mut Vec<String>,
+        out: &mut Vec<Record>,
+        resolve_target: impl Fn(&Self, &(Name, String), &mut Vec<String>, &mut Vec<Record>),
+    ) {
+        // Loop guards: a target at or below the name, a target already in the chain, a chain too long.
+        let below = target == lname || target.ends_with(&format!(".{lname}"));
+        if below || chain.len() > MAX_CHAIN || chain.iter().any(|c| c == target) {
+            return;
+        }
+        let Some(target_name) = fqdn(target) else { return };
+        let cname = Record::from_rdata(owner.clone(), ttl, RData::CNAME(CNAME(target_name.clone())));
+        if self.catalog.zone_for(target).is_none() {
+            out.push(cname);
+            return;
+        }
+        chain.push(target.to_string());
+        let mut found = Vec::new();
+        resolve_target(self, &(target_name, target.to_string()), chain, &mut found);
+        chain.pop();
+        if !found.is_empty() {
+            out.push(cname);
+            out.extend(found);
+        }
+    }
+
+    fn txt(&self, owner: &Name, lname: &str, chain: &mut Vec<String>, out: &mut Vec<Record>) {
+        let mut seen = HashSet::new();
+        for entry in self.entries(lname, RecordType::TXT) {
+            let ttl = ttl_of(entry);
+            if let Host::Name(target) = host_of(entry) {
+                self.follow_cname(owner, lname, &target, ttl, chain, out, |r, t, c, o| r.txt(&t.0, &t.1, c, o));
+                continue;
+            }
+            let text = &entry.service.text;
+            if text.is_empty() || !seen.insert(text.as_str()) {
+                continue;
+            }
+            let chunks: Vec<&[u8]> = text.as_bytes().chunks(255).collect();
+            out.push(Record::from_rdata(owner.clone(), ttl, RData::TXT(TXT::from_bytes(chunks))));
+        }
+    }
+
+    fn srv(&self, owner: &Name, lname: &str, answer: &mut Answer) {
+        let entries = self.entries(lname, RecordType::SRV);
+        // Weights are shares of 100 within each priority, counted over every entry as CoreDNS does.
+        let mut totals: BTreeMap<i64, i64> = BTreeMap::new();
+        for entry in &entries {
+            *totals.entry(priority_of(entry)).or_default() += weight_of(entry);
+        }
+        let mut seen_srv = HashSet::new();
+        let mut seen_glue = HashSet::new();
+        for entry in entries {
+            if entry.service.port == -1 {
+                continue;
+            }
+            let priority = priority_of(entry);
+            let total = totals.get(&priority).copied().unwrap_or(1).max(1);
+            let weight = ((100.0 / total as f64) * weight_of(entry) as f64).floor().clamp(1.0, 65535.0) as u16;
+            let (Ok(priority), Ok(port)) = (u16::try_from(priority), u16::try_from(entry.service.port)) else {
+                continue;
+            };
+            let ttl = ttl_of(entry);
+            let host = host_of(entry);
+            let target = match &host {
+                Host::V4(_) | Host::V6(_) => match self.name_of(entry) {
+                    Some(name) => strip_labels(&name, entry.service.targetstrip).to_string(),
+                    None => continue,
+                },
+                Host::Name(name) => strip_labels(name, entry.service.targetstrip).to_string(),
+                Host::Text => continue,
+            };
+            let Some(target_name) = fqdn(&target) else { continue };
+            if !seen_srv.insert((target.clone(), port)) {
+                continue;
+            }
+            let srv = SRV::new(priority, weight, port, target_name.clone());
+            answer.answers.push(Record::from_rdata(owner.clone(), ttl, RData::SRV(srv)));
+            match host {
+                Host::V4(ip) if seen_glue.insert((target.clone(), IpAddr::V4(ip))) => {
+                    answer.additionals.push(Record::from_rdata(target_name, ttl, RData::A(A(ip))));
+                }
+                Host::V6(ip) if seen_glue.insert((target.clone(), IpAddr::V6(ip))) => {
+                    answer.additionals.push(Record::from_rdata(target_name, ttl, RData::AAAA(AAAA(ip))));
+                }
+                Host::Name(_) => self.glue(&target_name, &target, &mut seen_glue, &mut answer.additionals),
+                _ => {}
+            }
+        }
+    }
+
+    /// A and AAAA of an in-zone SRV/MX/NS target, once per target.
+    fn glue(&self, name: &Name, target: &str, seen: &mut HashSet<(String, IpAddr)>, out: &mut Vec<Record>) {
+        if self.catalog.zone_for(target).is_none()
+            || !seen.insert((target.to_string(), IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
+        {
+            return;
+        }
+        for rtype in [RecordType::A, RecordType::AAAA] {
+            let mut chain = vec![target.to_string()];
+            self.addresses(name, target, rtype, &mut chain, out);
+        }
+    }
+
+    fn mx(&self, owner: &Name, lname: &str, answer: &mut Answer) {
+        let mut seen_mx = HashSet::new();
+        let mut seen_glue = HashSet::new();
+        for entry in self.entries(lname, RecordType::MX) {
+            if !entry.service.mail {
+                continue;
+            }
+            let Ok(preference) = u16::try_from(priority_of(entry)) else { continue };
+            let ttl = ttl_of(entry);
+            let host = host_of(entry);
+            let target = match &host {
+                Host::V4(_) | Host::V6(_) => match self.name_of(entry) {
+                    Some(name) => strip_labels(&name, entry.service.targetstrip).to_string(),
+                    None => continue,
+                },
+                Host::Name(name) => strip_labels(name, entry.service.targetstrip).to_string(),
+                Host::Text => continue,
+            };
+            let Some(target_name) = fqdn(&target) else { continue };
+            if !seen_mx.insert((target.clone(), preference)) {
+                continue;
+            }
+            answer.answers.push(Record::from_rdata(
+                owner.clone(),
+                ttl,
+                RData::MX(MX::new(preference, target_name.clone())),
+            ));
+            match host {
+                Host::V4(ip) if seen_glue.insert((target.clone(), IpAddr::V4(ip))) => {
+                    answer.additionals.push(Record::from_rdata(target_name, ttl, RData::A(A(ip))));
+                }
+                Host::V6(ip) if seen_glue.insert((target.clone(), IpAddr::V6(ip))) => {
+                    answer.additionals.push(Record::from_rdata(target_name, ttl, RData::AAAA(AAAA(ip))));
+                }
+                Host::Name(_) => self.glue(&target_name, &target, &mut seen_glue, &mut answer.additionals),
+                _ => {}
+            }
+        }
+    }
+
+    /// CNAME questions read the exact key only, first entry, and do not chase the target.
+    fn cname(&self, owner: &Name, lname: &str, answer: &mut Answer) {
+        let Some(entry) = self.view.get(&self.key(lname)) else { return };
+        if let Host::Name(target) = host_of(entry)
+            && !target.is_empty()
+            && let Some(target) = fqdn(&target)
+        {
+            answer.answers.push(Record::from_rdata(owner.clone(), ttl_of(entry), RData::CNAME(CNAME(target))));
+        }
+    }
+
+    /// PTR questions read the exact key: every name host becomes a PTR record.
+    fn ptr(&self, owner: &Name, lname: &str, answer: &mut Answer) {
+        let Some(entry) = self.view.get(&self.key(lname)) else { return };
+        if let Host::Name(target) = host_of(entry)
+            && let Some(target) = fqdn(&target)
+        {
+            answer.answers.push(Record::from_rdata(owner.clone(), ttl_of(entry), RData::PTR(PTR(target))));
+        }
+    }
+
+    /// NS at the apex from the `ns.dns.<zone>` keys, each with its address as glue. Name hosts cannot give
+    /// glue and are skipped (CoreDNS fails the whole query instead).
+    fn ns(&self, owner: &Name, zone: &Zone, answer: &mut Answer) {
+        let mut seen = HashSet::new();
+        for entry in self.view.lookup(&self.key(&format!("ns.dns.{}", zone.name))) {
+            let ip = match host_of(entry) {
+                Host::V4(ip) => IpAddr::V4(ip),
+                Host::V6(ip) => IpAddr::V6(ip),
+                _ => continue,
+            };
+            let Some(name) = self.name_of(entry) else { continue };
+            let name = strip_labels(&name, entry.service.targetstrip).to_string();
+            let Some(ns_name) = fqdn(&name) else { continue };
+            let ttl = ttl_of(entry);
+            if seen.insert(name) {
+                answer.answers.push(Record::from_rdata(owner.clone(), ttl, RData::NS(NS(ns_name.clone()))));
+            }
+            let glue = match ip {
+                IpAddr::V4(ip) => RData::A(A(ip)),
+                IpAddr::V6(ip) => RData::AAAA(AAAA(ip)),
+            };
+            answer.additionals.push(Record::from_rdata(ns_name, ttl, glue));
+        }
+    }
+}
+
+/// CoreDNS's `group` rule: entries of one group answer together; entries without a group always answer.
+fn group_filter(entries: Vec<&Entry>) -> Vec<&Entry> {
+    let Some(first) = entries.first() else { return entries };
+    let depth = |e: &Entry| e.key.matches('/').count();
+    let mut group = first.service.group.as_str();
+    let mut group_depth = depth(first);
+    for entry in &entries[1..] {
+        let d = depth(entry);
+        if d < group_depth {
+            if entry.service.group.is_empty() {
+                break;
+            }
+            group = &entry.service.group;
+            group_depth = d;
+        }
+    }
+    if group.is_empty() {
+        return entries;
+    }
+    let group = group.to_string();
+    let mut kept = Vec::new();
+    for entry in &entries {
+        if entry.service.group.is_empty() || entry.service.group == group {
+            kept.push(*entry);
+        } else if depth(entry) == group_depth {
+            return entries;
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_labels_like_coredns() {
+        assert_eq!(strip_labels("a.b.c", 0), "a.b.c");
+        assert_eq!(strip_labels("a.b.c", 1), "b.c");
+        assert_eq!(strip_labels("a.b.c", 2), "c");
+        assert_eq!(strip_labels("a.b.c", 3), "a.b.c");
+    }
+}

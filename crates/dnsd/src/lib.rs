@@ -1,0 +1,126 @@
+//! dnsd: authoritative DNS for SkyDNS records kept in etcd. A watch keeps an in-memory view current and every
+//! query is answered from it, so answers cost no etcd round trip and keep coming while etcd is away.
+//!
+//! [`run`] takes already-bound sockets, so tests run the server in process on port 0.
+
+pub mod answer;
+pub mod config;
+pub mod server;
+pub mod view;
+pub mod watch;
+pub mod web;
+pub mod wire;
+pub mod zone;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Cli, Config};
+use view::View;
+use zone::Catalog;
+
+/// What the DNS loops, the watch and the web endpoints share.
+pub struct State {
+    pub catalog: Catalog,
+    view: ArcSwap<View>,
+    ready: tokio::sync::watch::Sender<bool>,
+}
+
+impl State {
+    pub fn new(catalog: Catalog) -> Self {
+        Self { catalog, view: ArcSwap::from_pointee(View::default()), ready: tokio::sync::watch::channel(false).0 }
+    }
+
+    /// The current snapshot; queries hold it while they answer, so a concurrent swap never tears an answer.
+    pub fn view(&self) -> arc_swap::Guard<Arc<View>> {
+        self.view.load()
+    }
+
+    /// Replaces the snapshot and marks dnsd ready.
+    pub fn publish(&self, view: &View) {
+        self.view.store(Arc::new(view.clone()));
+        self.ready.send_replace(true);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    async fn wait_ready(&self) {
+        let mut ready = self.ready.subscribe();
+        let _ = ready.wait_for(|r| *r).await;
+    }
+}
+
+/// The sockets dnsd serves on.
+pub struct Listeners {
+    pub udp: Vec<UdpSocket>,
+    pub tcp: Vec<TcpListener>,
+    pub web: Vec<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds DNS on `dns` (UDP and TCP) and HTTP on `web`. With a fixed port, one UDP socket per core shares
+    /// the port through SO_REUSEPORT so the kernel spreads queries over receive loops.
+    pub fn bind(dns: SocketAddr, web: SocketAddr) -> std::io::Result<Self> {
+        let udp_count =
+            if dns.port() == 0 { 1 } else { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) };
+        let mut udp = Vec::with_capacity(udp_count);
+        for _ in 0..udp_count {
+            udp.push(bind_udp(dns, udp_count > 1)?);
+        }
+        let tcp = vec![bind_tcp(dns)?];
+        let web = vec![bind_tcp(web)?];
+        Ok(Self { udp, tcp, web })
+    }
+}
+
+fn bind_udp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Runs dnsd until `shutdown` is cancelled: follows etcd, serves the web endpoints at once, and starts
+/// answering DNS after the first load.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) {
+    let state = Arc::new(State::new(config.catalog));
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(watch::follow(config.etcd, state.clone(), shutdown.clone()));
+    for listener in listeners.web {
+        tasks.spawn(web::serve(listener, state.clone(), shutdown.clone()));
+    }
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = state.wait_ready() => {
+            tracing::info!("serving DNS");
+            for socket in listeners.udp {
+                tasks.spawn(server::serve_udp(socket, state.clone(), shutdown.clone()));
+            }
+            for listener in listeners.tcp {
+                tasks.spawn(server::serve_tcp(listener, state.clone(), shutdown.clone()));
+            }
+        }
+    }
+    shutdown.cancelled().await;
+    while tasks.join_next().await.is_some() {}
+}

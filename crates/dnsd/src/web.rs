@@ -1,0 +1,82 @@
+//! The HTTP endpoints on `--web.listen-address`, named as Prometheus names its own: `/-/healthy` answers as
+//! long as the process runs, `/-/ready` once the first load from etcd has completed.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::State;
+
+pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "web accept failed");
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&request, &state)) }
+            });
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = connection => {}
+            }
+        });
+    }
+}
+
+fn route(request: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "Only GET and HEAD are supported.\n".into());
+    }
+    match request.uri().path() {
+        "/-/healthy" => text(StatusCode::OK, "dnsd is Healthy.\n".into()),
+        "/-/ready" if state.is_ready() => text(StatusCode::OK, "dnsd is Ready.\n".into()),
+        "/-/ready" => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "dnsd is not ready: waiting for the first load from etcd.\n".into())
+        }
+        "/" => {
+            let view = state.view();
+            let zones: Vec<&str> = state.catalog.zones().iter().map(|z| z.name.as_str()).collect();
+            text(
+                StatusCode::OK,
+                format!(
+                    "dnsd\nzones: {}\nkeys: {}\nrevision: {}\nready: {}\n\n/-/healthy\n/-/ready\n",
+                    zones.join(" "),
+                    view.len(),
+                    view.revision,
+                    state.is_ready()
+                ),
+            )
+        }
+        _ => text(StatusCode::NOT_FOUND, "Not found.\n".into()),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}

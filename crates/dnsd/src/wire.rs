@@ -1,0 +1,106 @@
+//! From request bytes to response bytes: parsing, the response header, EDNS, and fitting the answer into
+//! what the transport allows. Nothing a client sends can panic here; unparseable queries get FORMERR.
+
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::DNSClass;
+
+use crate::answer::Resolver;
+
+/// The largest UDP payload dnsd sends and advertises: the DNS Flag Day 2020 value, which avoids IP
+/// fragmentation on any common path. Clients asking for less get less; larger answers go over TCP.
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+/// Without EDNS a UDP answer may not exceed 512 bytes (RFC 1035).
+const PLAIN_UDP_PAYLOAD: u16 = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Answers one DNS message. Returns None for input that must not be answered (responses, runts).
+pub fn respond(request: &[u8], transport: Transport, resolver: &Resolver<'_>) -> Option<Vec<u8>> {
+    let request = match Message::from_vec(request) {
+        Ok(message) => message,
+        Err(_) => return formerr(request),
+    };
+    if request.metadata.message_type != MessageType::Query {
+        return None;
+    }
+    let mut response = Message::new(request.metadata.id, MessageType::Response, request.metadata.op_code);
+    response.metadata = Metadata::response_from_request(&request.metadata);
+    response.add_queries(request.queries.iter().cloned());
+
+    let limit = match transport {
+        Transport::Tcp => u16::MAX,
+        Transport::Udp => match &request.edns {
+            Some(edns) => edns.max_payload().clamp(PLAIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD),
+            None => PLAIN_UDP_PAYLOAD,
+        },
+    };
+    if let Some(req_edns) = &request.edns {
+        let mut edns = Edns::new();
+        edns.set_max_payload(MAX_UDP_PAYLOAD);
+        edns.set_dnssec_ok(false);
+        response.set_edns(edns);
+        if req_edns.version() > 0 {
+            response.metadata.response_code = ResponseCode::BADVERS;
+            return encode(&response, limit);
+        }
+    }
+
+    if request.metadata.op_code != OpCode::Query {
+        response.metadata.response_code = ResponseCode::NotImp;
+        return encode(&response, limit);
+    }
+    let [query] = request.queries.as_slice() else {
+        response.metadata.response_code = ResponseCode::FormErr;
+        return encode(&response, limit);
+    };
+    if query.query_class() != DNSClass::IN {
+        response.metadata.response_code = ResponseCode::Refused;
+        return encode(&response, limit);
+    }
+
+    let answer = resolver.resolve(query);
+    response.metadata.response_code = answer.rcode;
+    response.metadata.authoritative = answer.authoritative;
+    response.answers = answer.answers;
+    response.authorities = answer.authorities;
+    response.additionals = answer.additionals;
+    encode(&response, limit)
+}
+
+/// Encodes the response within `limit` bytes: first without the additional section (optional data), then as
+/// an empty truncated answer that tells the client to retry over TCP.
+fn encode(response: &Message, limit: u16) -> Option<Vec<u8>> {
+    let bytes = response.to_vec().ok()?;
+    if bytes.len() <= usize::from(limit) {
+        return Some(bytes);
+    }
+    if !response.additionals.is_empty() {
+        let mut slim = response.clone();
+        slim.additionals.clear();
+        if let Ok(bytes) = slim.to_vec()
+            && bytes.len() <= usize::from(limit)
+        {
+            return Some(bytes);
+        }
+    }
+    let mut truncated = response.truncate();
+    truncated.metadata.authoritative = response.metadata.authoritative;
+    truncated.to_vec().ok().filter(|b| b.len() <= usize::from(limit))
+}
+
+/// FORMERR for a message whose header can be read but whose body cannot; nothing for anything shorter or for
+/// something that claims to be a response (never answer those: it could start a loop).
+fn formerr(request: &[u8]) -> Option<Vec<u8>> {
+    if request.len() < 12 || request[2] & 0x80 != 0 {
+        return None;
+    }
+    let id = u16::from_be_bytes([request[0], request[1]]);
+    let op_code = OpCode::from_u8((request[2] >> 3) & 0x0f);
+    let mut response = Message::error_msg(id, op_code, ResponseCode::FormErr);
+    response.metadata.recursion_desired = request[2] & 0x01 != 0;
+    response.to_vec().ok()
+}
