@@ -6,7 +6,11 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_max_level(cli.log_level).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_max_level(cli.log_level)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let config = Config::new(cli.etcd, &cli.path, &cli.zones)?;
     let listeners = Listeners::bind(cli.dns_listen_address, cli.web_listen_address).with_context(|| {
         format!("cannot listen on {} (DNS) or {} (web)", cli.dns_listen_address, cli.web_listen_address)

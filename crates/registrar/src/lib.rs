@@ -1,1 +1,72 @@
-pub fn x() {}
+//! registrar: writes SkyDNS records for a host's exporters into etcd and removes them again, either as
+//! one-shot `set` / `rm` (systemd ExecStartPre / ExecStopPost) or by supervising the exporter (`run`).
+
+pub mod cli;
+pub mod list;
+pub mod registration;
+pub mod run;
+pub mod store;
+
+use cli::{Cli, Command, Output};
+use registration::{Location, Registration, RegistrationError, key_for};
+use store::{Store, StoreError};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(transparent)]
+    Registration(#[from] RegistrationError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Carries out one command; returns the process exit code (`run` passes on the exporter's).
+pub async fn execute(cli: Cli) -> Result<i32, Error> {
+    match cli.command {
+        Command::Set(args) => {
+            let location = Location::from_args(&args.location)?;
+            let registration = Registration::from_args(&location, &args.identity, &args.value)?;
+            let value = registration.service.to_json();
+            Store::new(args.location.etcd, args.location.timeout).put(&registration.key, &value).await?;
+            tracing::info!(key = %registration.key, %value, "registered");
+            Ok(0)
+        }
+        Command::Rm(args) => {
+            let location = Location::from_args(&args.location)?;
+            let key = key_for(&location, &args.identity)?;
+            let existed = Store::new(args.location.etcd, args.location.timeout).delete(&key).await?;
+            tracing::info!(%key, existed, "deregistered");
+            Ok(0)
+        }
+        Command::Ls(args) => {
+            let location = Location::from_args(&args.location)?;
+            let base = match &args.service {
+                Some(service) => {
+                    promsd_common::name::validate_name("service", service).map_err(RegistrationError::from)?;
+                    location.service_key(service)
+                }
+                None => location.base.clone(),
+            };
+            let listed = Store::new(args.location.etcd.clone(), args.location.timeout).list(&base).await?;
+            let rows = list::rows(&location, listed);
+            match args.output {
+                Output::Table => print!("{}", list::table(&rows)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
+            }
+            Ok(0)
+        }
+        Command::Run(args) => {
+            let location = Location::from_args(&args.set.location)?;
+            let registration = Registration::from_args(&location, &args.set.identity, &args.set.value)?;
+            if registration.service.port == 0 {
+                return Err(Error::Io(std::io::Error::other(
+                    "registrar run needs --port to tell when the exporter is up",
+                )));
+            }
+            let loc = args.set.location;
+            Ok(run::supervise(loc.etcd, loc.timeout, registration, args.lease_ttl, &args.command).await?)
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! registrar's flags. Names are a contract: systemd units and scripts outside this repository call them.
+//! Besides the `ETCDCTL_*` variables, the variables of the seed's `register.sh` are read, so its unit's
+//! `Environment=` lines work unchanged with plain `registrar set` / `registrar rm`.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use promsd_common::EtcdArgs;
+use promsd_common::duration::parse_duration;
+
+/// Registers a host's exporters in etcd as SkyDNS records, for dnsd (or CoreDNS) and Prometheus dns_sd.
+#[derive(Debug, Parser)]
+#[command(name = "registrar", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Only log messages with the given severity or above: debug, info, warn, error
+    #[arg(long = "log.level", default_value = "info", global = true, value_name = "LEVEL")]
+    pub log_level: tracing::Level,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write the record for one exporter instance
+    Set(SetArgs),
+    /// Delete the record for one exporter instance (a missing record is not an error)
+    Rm(RmArgs),
+    /// List the registrations under the base path
+    Ls(LsArgs),
+    /// Run an exporter: register once it accepts connections, deregister when it exits
+    Run(RunArgs),
+}
+
+/// Where records live: `--base-path`, or `--path` plus `--zone`.
+#[derive(Debug, Clone, Args)]
+pub struct LocationArgs {
+    /// Zone the records are served in, e.g. prom.local
+    #[arg(long, env = "PROMSD_ZONE", value_name = "ZONE")]
+    pub zone: Option<String>,
+    /// etcd key prefix of all SkyDNS records (dnsd's and CoreDNS's `path`)
+    #[arg(long, default_value = "/skydns", value_name = "PATH")]
+    pub path: String,
+    /// Key prefix of the zone, e.g. /skydns/local/prom; replaces --zone
+    #[arg(long, env = "ETCD_BASE_PATH", value_name = "KEY")]
+    pub base_path: Option<String>,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// Give up on an unreachable etcd after this long
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+/// Which record: the service (below the zone) and the instance (below the service).
+#[derive(Debug, Clone, Args)]
+pub struct IdentityArgs {
+    /// Service name below the zone, e.g. node, or node.a for a shard
+    #[arg(long, env = "EXPORTER_TYPE", value_name = "NAME")]
+    pub service: String,
+    /// Instance name below the service [default: the short host name]
+    #[arg(long, env = "EXPORTER_INSTANCE", value_name = "NAME")]
+    pub instance: Option<String>,
+}
+
+/// The record's value.
+#[derive(Debug, Clone, Args)]
+pub struct ValueArgs {
+    /// Address Prometheus scrapes: an IP address or a host name
+    #[arg(long, env = "EXPORTER_ADDRESS", value_name = "HOST")]
+    pub address: String,
+    /// Port the exporter listens on
+    #[arg(long, env = "EXPORTER_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// SRV priority (lower is preferred) [SkyDNS default: 10]
+    #[arg(long, value_name = "N")]
+    pub priority: Option<u16>,
+    /// SRV weight within its priority [SkyDNS default: 100]
+    #[arg(long, value_name = "N")]
+    pub weight: Option<u16>,
+    /// DNS TTL of the record in seconds [SkyDNS default: 300]
+    #[arg(long, value_name = "SECONDS")]
+    pub ttl: Option<u32>,
+    /// TXT data for the record
+    #[arg(long, value_name = "TEXT")]
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SetArgs {
+    #[command(flatten)]
+    pub location: LocationArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub value: ValueArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RmArgs {
+    #[command(flatten)]
+    pub location: LocationArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub location: LocationArgs,
+    /// Only this service
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// Output format
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub set: SetArgs,
+    /// Bind the record to an etcd lease of this TTL, kept alive while the exporter runs, so the record of a
+    /// host that dies without deregistering disappears after it; without it the record stays until `rm`
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub lease_ttl: Option<Duration>,
+    /// The exporter and its arguments
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+impl LocationArgs {
+    /// The seed's `ETCD_ENDPOINT` names a discovery domain (a URL there is taken as an endpoint). It applies
+    /// only when neither `--endpoints` nor `--discovery-srv` (nor their ETCDCTL_ variables) is set.
+    pub fn apply_seed_endpoint(&mut self, etcd_endpoint: Option<String>) {
+        let Some(value) = etcd_endpoint.filter(|v| !v.trim().is_empty()) else { return };
+        if !self.etcd.endpoints.is_empty() || self.etcd.discovery_srv.is_some() {
+            return;
+        }
+        if value.contains("://") {
+            self.etcd.endpoints = value.split(',').map(str::to_string).collect();
+        } else {
+            self.etcd.discovery_srv = Some(value);
+        }
+    }
+}
+
+impl Command {
+    pub fn location_mut(&mut self) -> &mut LocationArgs {
+        match self {
+            Command::Set(args) => &mut args.location,
+            Command::Rm(args) => &mut args.location,
+            Command::Ls(args) => &mut args.location,
+            Command::Run(args) => &mut args.set.location,
+        }
+    }
+}

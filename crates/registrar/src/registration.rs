@@ -1,0 +1,171 @@
+//! One registration: the etcd key of an exporter instance and the SkyDNS value stored there, built and
+//! checked from the flags before etcd is touched.
+
+use std::net::IpAddr;
+
+use promsd_common::name::{NameError, validate_label, validate_name, validate_path};
+use promsd_common::{KeyPrefix, Service};
+use thiserror::Error;
+
+use crate::cli::{IdentityArgs, LocationArgs, ValueArgs};
+
+#[derive(Debug, Error)]
+pub enum RegistrationError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("give --zone (e.g. prom.local) or --base-path (e.g. /skydns/local/prom)")]
+    NoLocation,
+    #[error("invalid --address {0:?}: expected an IP address or a host name")]
+    Address(String),
+    #[error("cannot tell the host name for --instance: {0}")]
+    Hostname(String),
+}
+
+/// Where the records of one zone live: the base key, and the prefix used to name keys back.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub base: String,
+    pub prefix: KeyPrefix,
+}
+
+impl Location {
+    pub fn from_args(args: &LocationArgs) -> Result<Self, RegistrationError> {
+        validate_path(&args.path)?;
+        let prefix = KeyPrefix::new(&args.path);
+        let base = match (&args.base_path, &args.zone) {
+            (Some(base), _) => {
+                validate_path(base)?;
+                KeyPrefix::new(base).as_str().to_string()
+            }
+            (None, Some(zone)) => {
+                validate_name("zone", zone)?;
+                prefix.key_for_name(zone)
+            }
+            (None, None) => return Err(RegistrationError::NoLocation),
+        };
+        Ok(Self { base, prefix })
+    }
+
+    /// The key of `service` (a name relative to the zone: labels reversed) below the base.
+    pub fn service_key(&self, service: &str) -> String {
+        let mut key = self.base.clone();
+        for label in service.trim_end_matches('.').rsplit('.') {
+            key.push('/');
+            key.push_str(&label.to_ascii_lowercase());
+        }
+        key
+    }
+
+    /// The service and instance a key below the base stands for.
+    pub fn split_key(&self, key: &str) -> Option<(String, String)> {
+        let rest = key.strip_prefix(&self.base)?.strip_prefix('/')?;
+        let (service, instance) = rest.rsplit_once('/')?;
+        let service: Vec<&str> = service.split('/').rev().collect();
+        Some((service.join("."), instance.to_string()))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub key: String,
+    pub service: Service,
+}
+
+/// The etcd key for an instance of a service.
+pub fn key_for(location: &Location, identity: &IdentityArgs) -> Result<String, RegistrationError> {
+    validate_name("service", &identity.service)?;
+    let instance = match &identity.instance {
+        Some(instance) => instance.clone(),
+        None => short_hostname()?,
+    };
+    validate_label("instance", &instance)?;
+    Ok(format!("{}/{}", location.service_key(&identity.service), instance.to_ascii_lowercase()))
+}
+
+impl Registration {
+    pub fn from_args(
+        location: &Location,
+        identity: &IdentityArgs,
+        value: &ValueArgs,
+    ) -> Result<Self, RegistrationError> {
+        let key = key_for(location, identity)?;
+        let address = value.address.trim();
+        if address.parse::<IpAddr>().is_err() && validate_name("address", address).is_err() {
+            return Err(RegistrationError::Address(value.address.clone()));
+        }
+        let service = Service {
+            host: address.to_string(),
+            port: value.port.map(i64::from).unwrap_or(0),
+            priority: value.priority.map(i64::from).unwrap_or(0),
+            weight: value.weight.map(i64::from).unwrap_or(0),
+            ttl: value.ttl.unwrap_or(0),
+            text: value.text.clone().unwrap_or_default(),
+            ..Service::default()
+        };
+        Ok(Self { key, service })
+    }
+}
+
+/// `hostname -s`: the host name up to its first dot.
+fn short_hostname() -> Result<String, RegistrationError> {
+    let name = gethostname::gethostname().into_string().map_err(|_| RegistrationError::Hostname("not UTF-8".into()))?;
+    let short = name.split('.').next().unwrap_or_default().to_string();
+    if short.is_empty() {
+        return Err(RegistrationError::Hostname("the host name is empty".into()));
+    }
+    Ok(short)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(zone: Option<&str>, base: Option<&str>) -> Result<Location, RegistrationError> {
+        let args = LocationArgs {
+            zone: zone.map(str::to_string),
+            path: "/skydns".into(),
+            base_path: base.map(str::to_string),
+            etcd: Default::default(),
+            timeout: std::time::Duration::from_secs(1),
+        };
+        Location::from_args(&args)
+    }
+
+    #[test]
+    fn keys_from_zone_or_base_path() {
+        let by_zone = location(Some("prom.local"), None).expect("location");
+        let by_base = location(None, Some("/skydns/local/prom/")).expect("location");
+        assert_eq!(by_zone.base, "/skydns/local/prom");
+        assert_eq!(by_base.base, "/skydns/local/prom");
+        let identity = IdentityArgs { service: "node.a".into(), instance: Some("Server01".into()) };
+        assert_eq!(key_for(&by_zone, &identity).expect("key"), "/skydns/local/prom/a/node/server01");
+        assert_eq!(
+            by_zone.split_key("/skydns/local/prom/a/node/server01"),
+            Some(("node.a".to_string(), "server01".to_string()))
+        );
+        assert!(matches!(location(None, None), Err(RegistrationError::NoLocation)));
+        assert!(location(Some("bad zone"), None).is_err());
+    }
+
+    #[test]
+    fn rejects_bad_values_before_etcd() {
+        let loc = location(Some("prom.local"), None).expect("location");
+        let identity = IdentityArgs { service: "node".into(), instance: Some("a".into()) };
+        let value = |address: &str| ValueArgs {
+            address: address.into(),
+            port: Some(9100),
+            priority: None,
+            weight: None,
+            ttl: None,
+            text: None,
+        };
+        assert!(Registration::from_args(&loc, &identity, &value("10.0.0.5")).is_ok());
+        assert!(Registration::from_args(&loc, &identity, &value("host.example")).is_ok());
+        assert!(matches!(
+            Registration::from_args(&loc, &identity, &value("10.0.0.5:9100")),
+            Err(RegistrationError::Address(_))
+        ));
+        let bad_instance = IdentityArgs { service: "node".into(), instance: Some("a.b".into()) };
+        assert!(Registration::from_args(&loc, &bad_instance, &value("10.0.0.5")).is_err());
+    }
+}

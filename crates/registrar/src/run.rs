@@ -1,0 +1,197 @@
+//! `registrar run -- EXPORTER ARGS...`: supervise one exporter. It is registered once it accepts TCP
+//! connections on its port, kept registered (with an etcd lease kept alive, when asked) while it runs, and
+//! deregistered when it exits; signals sent to the registrar reach the exporter; the exit status is its own.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{Client, PutOptions};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use promsd_common::EtcdArgs;
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::registration::Registration;
+use crate::store::Store;
+
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The exit code a shell would report for `status`: the exporter's code, or 128 + the signal that killed it.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Runs the exporter to completion and returns its exit code.
+pub async fn supervise(
+    etcd: EtcdArgs,
+    timeout: Duration,
+    registration: Registration,
+    lease_ttl: Option<Duration>,
+    command: &[String],
+) -> std::io::Result<i32> {
+    let (program, args) = command.split_first().ok_or_else(|| std::io::Error::other("no command given"))?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut child = Command::new(program)
+        .args(args)
+        .spawn()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start {program}: {e}")))?;
+    tracing::info!(command = %command.join(" "), pid = child.id().unwrap_or(0), "started exporter");
+
+    let probe = probe_address(&registration).await;
+    let stop_keeping = CancellationToken::new();
+    let lease = Arc::new(Mutex::new(None::<i64>));
+    let mut keeper = None;
+    let mut probe_timer = tokio::time::interval(PROBE_INTERVAL);
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            _ = term.recv() => forward(&child, Signal::SIGTERM),
+            _ = int.recv() => forward(&child, Signal::SIGINT),
+            _ = hup.recv() => forward(&child, Signal::SIGHUP),
+            _ = probe_timer.tick(), if keeper.is_none() => {
+                if accepts_connections(probe).await {
+                    tracing::info!(%probe, "exporter accepts connections; registering");
+                    keeper = Some(tokio::spawn(keep_registered(
+                        etcd.clone(),
+                        registration.clone(),
+                        lease_ttl,
+                        lease.clone(),
+                        stop_keeping.clone(),
+                    )));
+                }
+            }
+        }
+    };
+    let code = exit_code(status);
+    tracing::info!(code, "exporter exited");
+    if let Some(keeper) = keeper {
+        stop_keeping.cancel();
+        let _ = keeper.await;
+        deregister(Store::new(etcd, timeout), &registration, lease.lock().ok().and_then(|l| *l)).await;
+    }
+    Ok(code)
+}
+
+fn forward(child: &Child, signal: Signal) {
+    if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+        tracing::info!(%signal, pid, "forwarding signal to the exporter");
+        if let Err(e) = kill(Pid::from_raw(pid), signal) {
+            tracing::warn!(%signal, error = %e, "cannot signal the exporter");
+        }
+    }
+}
+
+/// Where readiness is probed: the registered address (the loopback address when it is a wildcard).
+async fn probe_address(registration: &Registration) -> SocketAddr {
+    let port = u16::try_from(registration.service.port).unwrap_or(0);
+    let ip = match registration.service.host.parse::<IpAddr>() {
+        Ok(ip) if ip.is_unspecified() && ip.is_ipv4() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Ok(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        Ok(ip) => ip,
+        Err(_) => match tokio::net::lookup_host((registration.service.host.as_str(), port)).await {
+            Ok(mut addrs) => addrs.next().map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            Err(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        },
+    };
+    SocketAddr::new(ip, port)
+}
+
+async fn accepts_connections(addr: SocketAddr) -> bool {
+    matches!(tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await, Ok(Ok(_)))
+}
+
+/// Writes the record and keeps it there until `stop`: retries while etcd is unreachable, and in lease mode
+/// keeps the lease alive, granting a new one and writing the record again whenever the old one is lost.
+async fn keep_registered(
+    etcd: EtcdArgs,
+    registration: Registration,
+    lease_ttl: Option<Duration>,
+    lease: Arc<Mutex<Option<i64>>>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let value = registration.service.to_json();
+    loop {
+        let attempt = async {
+            let (mut client, endpoints) = etcd.connect().await.map_err(|e| e.to_string())?;
+            match lease_ttl {
+                None => {
+                    client
+                        .put(registration.key.as_str(), value.as_str(), None)
+                        .await
+                        .map_err(|e| crate::store::describe(&e))?;
+                    tracing::info!(key = %registration.key, %value, endpoints = %endpoints.join(","), "registered");
+                    stop.cancelled().await;
+                    Ok(())
+                }
+                Some(ttl) => hold_lease(&mut client, &registration.key, &value, ttl, &lease, &stop).await,
+            }
+        };
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            result = attempt => result,
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "cannot register in etcd; retrying"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn hold_lease(
+    client: &mut Client,
+    key: &str,
+    value: &str,
+    ttl: Duration,
+    lease: &Mutex<Option<i64>>,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+    let granted = client.lease_grant(ttl_secs, None).await.map_err(|e| crate::store::describe(&e))?;
+    let id = granted.id();
+    if let Ok(mut current) = lease.lock() {
+        *current = Some(id);
+    }
+    client.put(key, value, Some(PutOptions::new().with_lease(id))).await.map_err(|e| crate::store::describe(&e))?;
+    tracing::info!(%key, %value, lease = id, ttl = ttl_secs, "registered with lease");
+    let (mut keeper, mut responses) = client.lease_keep_alive(id).await.map_err(|e| crate::store::describe(&e))?;
+    let mut tick = tokio::time::interval(Duration::from_secs((ttl_secs as u64 / 3).max(1)));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tick.tick() => keeper.keep_alive().await.map_err(|e| crate::store::describe(&e))?,
+            response = responses.message() => match response.map_err(|e| crate::store::describe(&e))? {
+                Some(response) if response.ttl() > 0 => {}
+                Some(_) => return Err(format!("lease {id} expired")),
+                None => return Err("lease keepalive stream closed".into()),
+            },
+        }
+    }
+}
+
+async fn deregister(store: Store, registration: &Registration, lease: Option<i64>) {
+    if let Some(id) = lease {
+        // Revoking deletes the key with it; a lease that already expired is fine.
+        let revoked = store.revoke(id).await;
+        if let Err(e) = revoked {
+            tracing::warn!(lease = id, error = %e, "cannot revoke the lease; it expires by itself");
+        }
+    }
+    match store.delete(&registration.key).await {
+        Ok(_) => tracing::info!(key = %registration.key, "deregistered"),
+        Err(e) => tracing::error!(key = %registration.key, error = %e, "cannot deregister"),
+    }
+}

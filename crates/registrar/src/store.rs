@@ -1,0 +1,161 @@
+//! etcd operations for one-shot commands, each retried with backoff until `--timeout`, then failed with one
+//! line that names the endpoints. Errors that retrying cannot fix (permissions, bad requests) fail at once.
+
+use std::future::Future;
+use std::time::Duration;
+
+use etcd_client::{Client, GetOptions, PutOptions};
+use promsd_common::{EtcdArgs, EtcdError};
+use thiserror::Error;
+use tokio::time::Instant;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("etcd unreachable at {endpoints} after {:.1}s: {last}", waited.as_secs_f64())]
+    Unreachable { endpoints: String, waited: Duration, last: String },
+    #[error("etcd at {endpoints} refused the request: {source}")]
+    Refused { endpoints: String, source: etcd_client::Error },
+    #[error(transparent)]
+    Config(EtcdError),
+}
+
+/// One key-value as listed.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub lease: i64,
+}
+
+pub struct Store {
+    etcd: EtcdArgs,
+    timeout: Duration,
+}
+
+impl Store {
+    pub fn new(etcd: EtcdArgs, timeout: Duration) -> Self {
+        Self { etcd, timeout }
+    }
+
+    pub async fn put(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.retry(|mut client| async move { client.put(key, value, None::<PutOptions>).await.map(|_| ()) }).await
+    }
+
+    /// Deletes `key`; returns whether it existed. A missing key is not an error.
+    pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.retry(|mut client| async move { client.delete(key, None).await.map(|r| r.deleted() > 0) }).await
+    }
+
+    /// Revokes a lease, deleting its keys. A lease that no longer exists is not an error.
+    pub async fn revoke(&self, id: i64) -> Result<(), StoreError> {
+        self.retry(|mut client| async move {
+            match client.lease_revoke(id).await {
+                Ok(_) => Ok(()),
+                Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::NotFound => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// Every key below `prefix/`, in key order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        let range = format!("{}/", prefix.trim_end_matches('/'));
+        self.retry(|mut client| {
+            let range = range.clone();
+            async move {
+                let response = client.get(range, Some(GetOptions::new().with_prefix())).await?;
+                Ok(response
+                    .kvs()
+                    .iter()
+                    .map(|kv| Listed {
+                        key: String::from_utf8_lossy(kv.key()).into_owned(),
+                        value: kv.value().to_vec(),
+                        lease: kv.lease(),
+                    })
+                    .collect())
+            }
+        })
+        .await
+    }
+
+    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let start = Instant::now();
+        let deadline = start + self.timeout;
+        let mut backoff = Duration::from_millis(100);
+        let mut endpoints = self.etcd.endpoints.join(",");
+        if let Some(domain) = &self.etcd.discovery_srv {
+            endpoints = format!("SRV records of {domain}");
+        }
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = async {
+                let (client, resolved) = match self.etcd.connect().await {
+                    Ok(connected) => connected,
+                    Err(e @ (EtcdError::ReadFile { .. } | EtcdError::CertWithoutKey | EtcdError::NoPassword(_))) => {
+                        return Err(StoreError::Config(e));
+                    }
+                    Err(EtcdError::Endpoint(e)) => return Err(StoreError::Config(EtcdError::Endpoint(e))),
+                    Err(e) => return Ok(Err(e.to_string())),
+                };
+                endpoints = resolved.join(",");
+                match op(client).await {
+                    Ok(value) => Ok(Ok(value)),
+                    Err(e) if is_permanent(&e) => Err(StoreError::Refused { endpoints: endpoints.clone(), source: e }),
+                    Err(e) => Ok(Err(describe(&e))),
+                }
+            };
+            let last = match tokio::time::timeout(remaining.max(Duration::from_millis(1)), attempt).await {
+                Ok(Ok(Ok(value))) => return Ok(value),
+                Ok(Err(fatal)) => return Err(fatal),
+                Ok(Ok(Err(transient))) => transient,
+                Err(_) => "timed out".to_string(),
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                if endpoints.is_empty() {
+                    endpoints = promsd_common::etcd::DEFAULT_ENDPOINT.to_string();
+                }
+                return Err(StoreError::Unreachable { endpoints, waited: start.elapsed(), last });
+            }
+            tracing::debug!(error = %last, "etcd not reachable yet; retrying");
+            tokio::time::sleep(backoff.min(remaining)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+/// The innermost cause of an etcd error, which is what a person needs ("Connection refused"), instead of
+/// tonic's nested debug rendering.
+pub fn describe(error: &etcd_client::Error) -> String {
+    let (head, mut source): (String, Option<&(dyn std::error::Error + 'static)>) = match error {
+        etcd_client::Error::GRpcStatus(status) => (status.message().to_string(), std::error::Error::source(status)),
+        other => (other.to_string(), std::error::Error::source(other)),
+    };
+    let mut innermost = None;
+    while let Some(cause) = source {
+        innermost = Some(cause);
+        source = cause.source();
+    }
+    match innermost {
+        Some(cause) if !head.contains(&cause.to_string()) => format!("{head}: {cause}"),
+        _ => head,
+    }
+}
+
+/// gRPC statuses that another attempt cannot change.
+pub fn is_permanent(error: &etcd_client::Error) -> bool {
+    use etcd_client::Error;
+    use tonic::Code;
+    match error {
+        Error::GRpcStatus(status) => {
+            matches!(status.code(), Code::PermissionDenied | Code::InvalidArgument | Code::Unauthenticated)
+        }
+        Error::InvalidArgs(_) | Error::InvalidUri(_) => true,
+        _ => false,
+    }
+}
