@@ -1,0 +1,6 @@
+//! dnsd against a real etcd, queried with real dig. dnsd runs in process on port 0 (see `server`).
+
+mod answers;
+mod following;
+mod robustness;
+mod server;

@@ -1,0 +1,98 @@
+//! dnsd run in process on loopback port 0, on its own runtime thread, stopped when the test drops it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dnsd::{Config, Listeners};
+use promsd_common::EtcdArgs;
+use promsd_tests::{Dig, dig, eventually, http_get};
+use tokio_util::sync::CancellationToken;
+
+pub struct Dnsd {
+    pub dns: SocketAddr,
+    pub web: SocketAddr,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The zone the tests use, as in the seed walkthrough.
+pub const ZONE: &str = "prom.local";
+
+impl Dnsd {
+    /// Starts dnsd for `zones` under `/skydns`, following `endpoint`, and waits until it is ready.
+    pub fn start(endpoint: &str, zones: &[&str]) -> Self {
+        let dnsd = Self::start_unready(endpoint, zones);
+        dnsd.wait_ready();
+        dnsd
+    }
+
+    pub fn start_unready(endpoint: &str, zones: &[&str]) -> Self {
+        let etcd = EtcdArgs {
+            endpoints: vec![endpoint.to_string()],
+            dial_timeout: Duration::from_secs(1),
+            ..EtcdArgs::default()
+        };
+        let zones: Vec<String> = zones.iter().map(|z| z.to_string()).collect();
+        let config = Config::new(etcd, "/skydns", &zones).expect("valid config");
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+        let listeners = runtime.block_on(bind_loopback());
+        let dns = listeners.udp[0].local_addr().expect("udp addr");
+        let web = listeners.web[0].local_addr().expect("web addr");
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let thread = std::thread::spawn(move || runtime.block_on(dnsd::run(config, listeners, stop)));
+        Self { dns, web, shutdown, thread: Some(thread) }
+    }
+
+    pub fn wait_ready(&self) {
+        eventually("dnsd to become ready", Duration::from_secs(20), || {
+            matches!(http_get(self.web, "/-/ready"), Ok((200, _))).then_some(())
+        });
+    }
+
+    pub fn dig(&self, args: &[&str]) -> Dig {
+        dig(self.dns, args)
+    }
+
+    /// Waits until `dig args` gives an answer for which `check` holds, and returns it.
+    pub fn dig_until(&self, args: &[&str], check: impl Fn(&Dig) -> bool) -> Dig {
+        eventually(&format!("dig {args:?} to match"), Duration::from_secs(10), || {
+            let answer = self.dig(args);
+            check(&answer).then_some(answer)
+        })
+    }
+}
+
+impl Drop for Dnsd {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// UDP and TCP on one free loopback port, plus a web port.
+async fn bind_loopback() -> Listeners {
+    loop {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        let port = udp.local_addr().expect("addr").port();
+        let Ok(tcp) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await else { continue };
+        let web = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind web");
+        return Listeners { udp: vec![udp], tcp: vec![tcp], web: vec![web] };
+    }
+}
+
+/// The seed walkthrough's data: three name servers, etcd's client SRV records, two node exporters.
+pub fn load_seed(etcd: &promsd_tests::Etcd) {
+    for i in 1..=3 {
+        etcd.put(&format!("/skydns/local/prom/dns/ns/ns{i}"), &format!(r#"{{"host":"192.168.0.{i}"}}"#));
+        etcd.put(
+            &format!("/skydns/local/prom/_tcp/_etcd-client/coreos-coredns0{i}"),
+            &format!(r#"{{"host":"192.168.0.{i}","port":2379}}"#),
+        );
+    }
+    etcd.put("/skydns/local/prom/node/server01", r#"{"host":"192.168.1.1","port":9100}"#);
+    etcd.put("/skydns/local/prom/node/server02", r#"{"host":"192.168.1.2","port":9100}"#);
+}

@@ -1,0 +1,116 @@
+//! `registrar run` with a real prometheus-node-exporter.
+
+use std::process::Command;
+use std::time::Duration;
+
+use promsd_tests::{Etcd, Process, eventually, free_port, require};
+
+use crate::registrar;
+
+struct Supervised {
+    registrar: Process,
+    key: String,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// The exporter's command line; `{port}` is replaced by the port chosen in `start`.
+fn node_exporter_args() -> Vec<String> {
+    vec![
+        "prometheus-node-exporter".into(),
+        "--web.listen-address=127.0.0.1:{port}".into(),
+        "--collector.disable-defaults".into(),
+        "--collector.loadavg".into(),
+    ]
+}
+
+fn start(etcd: &Etcd, instance: &str, extra: &[&str], command: Vec<String>) -> Supervised {
+    require("prometheus-node-exporter");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let mut cmd = registrar();
+    cmd.args(["run", "--endpoints", &etcd.endpoint, "--zone", "prom.local", "--service", "node"])
+        .args(["--instance", instance, "--address", "127.0.0.1", "--port", &port.to_string()])
+        .args(extra)
+        .arg("--")
+        .args(command.iter().map(|a| a.replace("{port}", &port.to_string())));
+    let registrar = Process::spawn("registrar", cmd, &dir.path().join("registrar.log"));
+    Supervised { registrar, key: format!("/skydns/local/prom/node/{instance}"), port, _dir: dir }
+}
+
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Waits for the registration; whenever the record is there, the exporter must already accept connections.
+fn wait_registered(etcd: &Etcd, s: &Supervised) -> String {
+    eventually("the exporter to be registered", Duration::from_secs(20), || {
+        let value = etcd.get(&s.key)?;
+        assert!(listening(s.port), "registered before the exporter listened");
+        Some(value)
+    })
+}
+
+fn exporter_pid(port: u16) -> String {
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("^prometheus-node-exporter --web.listen-address=127.0.0.1:{port}")])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout).lines().next().expect("exporter pid").to_string()
+}
+
+#[test]
+fn registers_when_listening_and_deregisters_when_the_exporter_dies() {
+    let etcd = Etcd::start();
+    // The exporter starts listening only after a second: the record must not appear before.
+    let slow = format!("sleep 1; exec {}", node_exporter_args().join(" "));
+    let mut s = start(&etcd, "slow", &[], vec!["sh".into(), "-c".into(), slow]);
+    let value = wait_registered(&etcd, &s);
+    assert_eq!(value, format!(r#"{{"host":"127.0.0.1","port":{}}}"#, s.port));
+
+    let pid = exporter_pid(s.port);
+    assert!(Command::new("kill").args(["-KILL", &pid]).status().expect("kill").success());
+    let status = s.registrar.wait_timeout(Duration::from_secs(15)).expect("registrar exits with the exporter");
+    assert_eq!(status.code(), Some(137), "the exporter's status (killed by SIGKILL): {}", s.registrar.log());
+    assert_eq!(etcd.get(&s.key), None, "record removed");
+}
+
+#[test]
+fn sigterm_is_forwarded_and_the_record_removed() {
+    let etcd = Etcd::start();
+    let mut s = start(&etcd, "term", &[], node_exporter_args());
+    wait_registered(&etcd, &s);
+    s.registrar.signal("TERM");
+    let status = s.registrar.wait_timeout(Duration::from_secs(15)).expect("registrar exits");
+    assert_eq!(status.code(), Some(143), "node exporter dies of the forwarded SIGTERM: {}", s.registrar.log());
+    assert!(!listening(s.port), "the exporter stopped");
+    assert_eq!(etcd.get(&s.key), None);
+}
+
+#[test]
+fn lease_outlives_a_killed_registrar_only_until_its_ttl() {
+    let etcd = Etcd::start();
+    let args = node_exporter_args();
+    let mut s = start(&etcd, "leased", &["--lease-ttl", "5s"], args);
+    wait_registered(&etcd, &s);
+    let lease = etcd.etcdctl(&["get", &s.key, "-w", "json"]);
+    assert!(lease.contains("\"lease\":"), "record bound to a lease: {lease}");
+    // Kept alive past its TTL while the registrar runs.
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(etcd.get(&s.key).is_some(), "lease kept alive: {}", s.registrar.log());
+
+    let exporter = exporter_pid(s.port);
+    s.registrar.signal("KILL");
+    assert!(etcd.get(&s.key).is_some(), "still there right after the kill");
+    eventually("the lease to expire", Duration::from_secs(15), || etcd.get(&s.key).is_none().then_some(()));
+    let _ = Command::new("kill").args(["-KILL", &exporter]).status();
+}
+
+#[test]
+fn exit_status_passes_through_without_registering() {
+    let etcd = Etcd::start();
+    let mut s = start(&etcd, "fails", &[], vec!["sh".into(), "-c".into(), "exit 3".into()]);
+    let status = s.registrar.wait_timeout(Duration::from_secs(10)).expect("registrar exits");
+    assert_eq!(status.code(), Some(3));
+    assert_eq!(etcd.get(&s.key), None);
+}
