@@ -20,7 +20,9 @@ fn etcdctl_and_the_seed_environment_find_etcd_through_dnsd() {
     let srv = stack.dig(&["SRV", "_etcd-client._tcp.prom.local"]);
     assert_eq!(
         srv.answer,
-        ["_etcd-client._tcp.prom.local. 300 IN SRV 10 100 2379 etcd1._etcd-client._tcp.prom.local."]
+        ["_etcd-client._tcp.prom.local. 300 IN SRV 10 100 2379 etcd1._etcd-client._tcp.prom.local."],
+        "dnsd log:\n{}",
+        stack.dnsd.log()
     );
 
     // Real etcdctl 3.4, told only the domain.

@@ -9,7 +9,7 @@ use promsd_tests::{Dig, Etcd, Netns, Process, eventually, require, workspace_bin
 pub const ETCD: &str = "http://127.0.0.1:2379";
 
 pub struct Stack {
-    // Dropped in reverse order of start: dnsd and etcd before the namespace they live in.
+    // Fields drop in declaration order: dnsd and etcd go before the namespace they live in.
     pub dnsd: Process,
     pub etcd: Etcd,
     pub netns: Netns,

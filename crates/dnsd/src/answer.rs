@@ -166,15 +166,11 @@ impl Resolver<'_> {
         for entry in self.entries(lname, rtype) {
             let ttl = ttl_of(entry);
             match host_of(entry) {
-                Host::V4(ip) if rtype == RecordType::A => {
-                    if seen.insert(IpAddr::V4(ip)) {
-                        out.push(Record::from_rdata(owner.clone(), ttl, RData::A(A(ip))));
-                    }
+                Host::V4(ip) if rtype == RecordType::A && seen.insert(IpAddr::V4(ip)) => {
+                    out.push(Record::from_rdata(owner.clone(), ttl, RData::A(A(ip))));
                 }
-                Host::V6(ip) if rtype == RecordType::AAAA => {
-                    if seen.insert(IpAddr::V6(ip)) {
-                        out.push(Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(ip))));
-                    }
+                Host::V6(ip) if rtype == RecordType::AAAA && seen.insert(IpAddr::V6(ip)) => {
+                    out.push(Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(ip))));
                 }
                 Host::Name(target) => {
                     self.follow_cname(owner, lname, &target, ttl, chain, out, |r, t, c, o| {

@@ -91,7 +91,7 @@ fn sigterm_is_forwarded_and_the_record_removed() {
 fn lease_outlives_a_killed_registrar_only_until_its_ttl() {
     let etcd = Etcd::start();
     let args = node_exporter_args();
-    let mut s = start(&etcd, "leased", &["--lease-ttl", "5s"], args);
+    let s = start(&etcd, "leased", &["--lease-ttl", "5s"], args);
     wait_registered(&etcd, &s);
     let lease = etcd.etcdctl(&["get", &s.key, "-w", "json"]);
     assert!(lease.contains("\"lease\":"), "record bound to a lease: {lease}");
