@@ -1,6 +1,7 @@
 //! A child process whose output goes to a log file and which is killed when the test drops it.
 
 use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -16,7 +17,10 @@ impl Process {
     pub fn spawn(name: &str, mut command: Command, log: &Path) -> Self {
         let out = File::options().create(true).append(true).open(log).expect("open log file");
         let err = out.try_clone().expect("clone log file");
+        // Its own process group, so that dropping it also ends what it started (an exporter under
+        // `registrar run`, anything left in a namespace) even when the test killed the parent first.
         let child = command
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
@@ -59,8 +63,10 @@ impl Process {
         self.child.as_mut().map(|c| matches!(c.try_wait(), Ok(None))).unwrap_or(false)
     }
 
+    /// Kills the process and everything in its process group.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
             let _ = child.kill();
             let _ = child.wait();
         }
