@@ -8,6 +8,7 @@ use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use crate::lease::{self, LeaseBounds, LeaseTable};
 use crate::view::{Entry, View};
 use crate::zone::{Catalog, Zone};
 
@@ -26,29 +27,21 @@ pub struct Answer {
     pub additionals: Vec<Record>,
 }
 
-/// What a SkyDNS `host` field holds, decided as CoreDNS's HostType does.
+/// What a SkyDNS `host` field holds, decided as CoreDNS's HostType does, except that a name host with a
+/// `text` is still a name (CoreDNS makes it a TXT-only entry, which breaks external-dns's TXT registry).
 enum Host {
     V4(Ipv4Addr),
     V6(Ipv6Addr),
     /// A name (lowercase, no trailing dot): CNAME, or the SRV/MX target itself.
     Name(String),
-    /// A name together with `text`: a TXT entry only.
-    Text,
 }
 
 fn host_of(entry: &Entry) -> Host {
     match entry.service.host.parse::<IpAddr>() {
         Ok(IpAddr::V4(ip)) => Host::V4(ip),
         Ok(IpAddr::V6(ip)) => Host::V6(ip),
-        Err(_) if entry.service.text.is_empty() => {
-            Host::Name(entry.service.host.trim_end_matches('.').to_ascii_lowercase())
-        }
-        Err(_) => Host::Text,
+        Err(_) => Host::Name(entry.service.host.trim_end_matches('.').to_ascii_lowercase()),
     }
-}
-
-fn ttl_of(entry: &Entry) -> u32 {
-    if entry.service.ttl > 0 { entry.service.ttl } else { DEFAULT_TTL }
 }
 
 fn priority_of(entry: &Entry) -> i64 {
@@ -80,6 +73,8 @@ fn strip_labels(name: &str, n: i64) -> &str {
 pub struct Resolver<'a> {
     pub catalog: &'a Catalog,
     pub view: &'a View,
+    pub leases: &'a LeaseTable,
+    pub lease_bounds: LeaseBounds,
 }
 
 impl Resolver<'_> {
@@ -112,7 +107,7 @@ impl Resolver<'_> {
         if answer.answers.is_empty() {
             // NODATA when the name exists (even as an empty non-terminal), NXDOMAIN otherwise; RFC 2308
             // negative answers carry the SOA with the smaller of its TTL and its minimum.
-            if !apex && !self.view.exists(&self.key(&lname)) {
+            if !apex && !self.exists(&lname) {
                 answer.rcode = ResponseCode::NXDomain;
             }
             answer.additionals.clear();
@@ -121,8 +116,47 @@ impl Resolver<'_> {
         answer
     }
 
+    /// The record TTL of an entry: its `ttl`, its lease's remaining time (clamped), or 300.
+    fn ttl(&self, entry: &Entry) -> u32 {
+        let lease = if entry.lease != 0 { self.leases.remaining(entry.lease) } else { None };
+        lease::ttl(entry.service.ttl, lease, self.lease_bounds)
+    }
+
     fn key(&self, lname: &str) -> String {
         self.catalog.prefix.key_for_name(lname)
+    }
+
+    /// The keys a non-exact question for `lname` reads. A `*` or `any` label (the first one, counting from the
+    /// zone) makes it a wildcard lookup: every key below the labels before it whose segments match the name,
+    /// wildcard labels matching anything, deeper keys included.
+    fn lookup(&self, lname: &str) -> Vec<&Entry> {
+        let key = self.key(lname);
+        let relative = &key[self.catalog.prefix.as_str().len()..];
+        let pattern: Vec<&str> = relative.split('/').skip(1).collect();
+        let Some(first_wild) = pattern.iter().position(|s| is_wildcard(s)) else {
+            return self.view.lookup(&key);
+        };
+        let mut base = self.catalog.prefix.as_str().to_string();
+        for segment in &pattern[..first_wild] {
+            base.push('/');
+            base.push_str(segment);
+        }
+        let skip = self.catalog.prefix.as_str().len() + 1;
+        self.view
+            .below(&base)
+            .filter(|entry| {
+                let segments: Vec<&str> = entry.key[skip..].split('/').collect();
+                segments.len() >= pattern.len()
+                    && pattern.iter().zip(&segments).all(|(want, have)| is_wildcard(want) || want == have)
+            })
+            .collect()
+    }
+
+    /// Whether `lname` exists: a key at or below it (for wildcards: any key it matches).
+    fn exists(&self, lname: &str) -> bool {
+        let key = self.key(lname);
+        let relative = &key[self.catalog.prefix.as_str().len()..];
+        if relative.split('/').any(is_wildcard) { !self.lookup(lname).is_empty() } else { self.view.exists(&key) }
     }
 
     fn name_of(&self, entry: &Entry) -> Option<String> {
@@ -148,13 +182,13 @@ impl Resolver<'_> {
             && let Some(zone) = self.catalog.zone_for(lname)
             && zone.name == lname
         {
-            found = self.view.lookup(&self.key(&format!("apex.dns.{lname}")));
+            found = self.lookup(&format!("apex.dns.{lname}"));
             if found.is_empty() {
-                found = self.view.lookup(&self.key(&format!("ns.dns.{lname}")));
+                found = self.lookup(&format!("ns.dns.{lname}"));
             }
         }
         if found.is_empty() {
-            found = self.view.lookup(&self.key(lname));
+            found = self.lookup(lname);
         }
         found.retain(|e| !e.service.host.is_empty() || (rtype == RecordType::TXT && !e.service.text.is_empty()));
         group_filter(found)
@@ -164,7 +198,7 @@ impl Resolver<'_> {
     fn addresses(&self, owner: &Name, lname: &str, rtype: RecordType, chain: &mut Vec<String>, out: &mut Vec<Record>) {
         let mut seen = HashSet::new();
         for entry in self.entries(lname, rtype) {
-            let ttl = ttl_of(entry);
+            let ttl = self.ttl(entry);
             match host_of(entry) {
                 Host::V4(ip) if rtype == RecordType::A && seen.insert(IpAddr::V4(ip)) => {
                     out.push(Record::from_rdata(owner.clone(), ttl, RData::A(A(ip))));
@@ -197,7 +231,7 @@ impl Resolver<'_> {
     ) {
         // Loop guards: a target at or below the name, a target already in the chain, a chain too long.
         let below = target == lname || target.ends_with(&format!(".{lname}"));
-        if below || chain.len() > MAX_CHAIN || chain.iter().any(|c| c == target) {
+        if target.is_empty() || below || chain.len() > MAX_CHAIN || chain.iter().any(|c| c == target) {
             return;
         }
         let Some(target_name) = fqdn(target) else { return };
@@ -219,13 +253,15 @@ impl Resolver<'_> {
     fn txt(&self, owner: &Name, lname: &str, chain: &mut Vec<String>, out: &mut Vec<Record>) {
         let mut seen = HashSet::new();
         for entry in self.entries(lname, RecordType::TXT) {
-            let ttl = ttl_of(entry);
-            if let Host::Name(target) = host_of(entry) {
-                self.follow_cname(owner, lname, &target, ttl, chain, out, |r, t, c, o| r.txt(&t.0, &t.1, c, o));
+            let ttl = self.ttl(entry);
+            let text = &entry.service.text;
+            if text.is_empty() {
+                if let Host::Name(target) = host_of(entry) {
+                    self.follow_cname(owner, lname, &target, ttl, chain, out, |r, t, c, o| r.txt(&t.0, &t.1, c, o));
+                }
                 continue;
             }
-            let text = &entry.service.text;
-            if text.is_empty() || !seen.insert(text.as_str()) {
+            if !seen.insert(text.as_str()) {
                 continue;
             }
             let chunks: Vec<&[u8]> = text.as_bytes().chunks(255).collect();
@@ -252,15 +288,15 @@ impl Resolver<'_> {
             let (Ok(priority), Ok(port)) = (u16::try_from(priority), u16::try_from(entry.service.port)) else {
                 continue;
             };
-            let ttl = ttl_of(entry);
+            let ttl = self.ttl(entry);
             let host = host_of(entry);
             let target = match &host {
                 Host::V4(_) | Host::V6(_) => match self.name_of(entry) {
                     Some(name) => strip_labels(&name, entry.service.targetstrip).to_string(),
                     None => continue,
                 },
-                Host::Name(name) => strip_labels(name, entry.service.targetstrip).to_string(),
-                Host::Text => continue,
+                Host::Name(name) if !name.is_empty() => strip_labels(name, entry.service.targetstrip).to_string(),
+                Host::Name(_) => continue,
             };
             let Some(target_name) = fqdn(&target) else { continue };
             if !seen_srv.insert((target.clone(), port)) {
@@ -302,15 +338,15 @@ impl Resolver<'_> {
                 continue;
             }
             let Ok(preference) = u16::try_from(priority_of(entry)) else { continue };
-            let ttl = ttl_of(entry);
+            let ttl = self.ttl(entry);
             let host = host_of(entry);
             let target = match &host {
                 Host::V4(_) | Host::V6(_) => match self.name_of(entry) {
                     Some(name) => strip_labels(&name, entry.service.targetstrip).to_string(),
                     None => continue,
                 },
-                Host::Name(name) => strip_labels(name, entry.service.targetstrip).to_string(),
-                Host::Text => continue,
+                Host::Name(name) if !name.is_empty() => strip_labels(name, entry.service.targetstrip).to_string(),
+                Host::Name(_) => continue,
             };
             let Some(target_name) = fqdn(&target) else { continue };
             if !seen_mx.insert((target.clone(), preference)) {
@@ -341,7 +377,7 @@ impl Resolver<'_> {
             && !target.is_empty()
             && let Some(target) = fqdn(&target)
         {
-            answer.answers.push(Record::from_rdata(owner.clone(), ttl_of(entry), RData::CNAME(CNAME(target))));
+            answer.answers.push(Record::from_rdata(owner.clone(), self.ttl(entry), RData::CNAME(CNAME(target))));
         }
     }
 
@@ -351,7 +387,7 @@ impl Resolver<'_> {
         if let Host::Name(target) = host_of(entry)
             && let Some(target) = fqdn(&target)
         {
-            answer.answers.push(Record::from_rdata(owner.clone(), ttl_of(entry), RData::PTR(PTR(target))));
+            answer.answers.push(Record::from_rdata(owner.clone(), self.ttl(entry), RData::PTR(PTR(target))));
         }
     }
 
@@ -359,7 +395,7 @@ impl Resolver<'_> {
     /// glue and are skipped (CoreDNS fails the whole query instead).
     fn ns(&self, owner: &Name, zone: &Zone, answer: &mut Answer) {
         let mut seen = HashSet::new();
-        for entry in self.view.lookup(&self.key(&format!("ns.dns.{}", zone.name))) {
+        for entry in self.lookup(&format!("ns.dns.{}", zone.name)) {
             let ip = match host_of(entry) {
                 Host::V4(ip) => IpAddr::V4(ip),
                 Host::V6(ip) => IpAddr::V6(ip),
@@ -368,7 +404,7 @@ impl Resolver<'_> {
             let Some(name) = self.name_of(entry) else { continue };
             let name = strip_labels(&name, entry.service.targetstrip).to_string();
             let Some(ns_name) = fqdn(&name) else { continue };
-            let ttl = ttl_of(entry);
+            let ttl = self.ttl(entry);
             if seen.insert(name) {
                 answer.answers.push(Record::from_rdata(owner.clone(), ttl, RData::NS(NS(ns_name.clone()))));
             }
@@ -379,6 +415,10 @@ impl Resolver<'_> {
             answer.additionals.push(Record::from_rdata(ns_name, ttl, glue));
         }
     }
+}
+
+fn is_wildcard(label: &str) -> bool {
+    label == "*" || label == "any"
 }
 
 /// CoreDNS's `group` rule: entries of one group answer together; entries without a group always answer.

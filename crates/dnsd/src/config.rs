@@ -1,12 +1,31 @@
-//! dnsd's flags, parsed in one place and turned into a [`Config`] that the library runs with.
+//! dnsd's flags and Corefile, merged in one place into the [`Config`] the library runs with. A flag given
+//! explicitly (or through its environment variable) overrides what the Corefile says.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
+use promsd_common::duration::parse_duration;
 use promsd_common::name::{NameError, validate_path};
 use promsd_common::{EtcdArgs, KeyPrefix};
+use thiserror::Error;
 
-use crate::zone::{Catalog, Zone};
+use crate::corefile::{self, CorefileError};
+use crate::lease::LeaseBounds;
+use crate::zone::{Catalog, SoaSettings, zones_for};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Corefile(#[from] CorefileError),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("no zone to answer for: give --zone (or a Corefile with --corefile)")]
+    NoZones,
+    #[error("--min-lease-ttl {min:?} is larger than --max-lease-ttl {max:?}")]
+    LeaseBounds { min: Duration, max: Duration },
+}
 
 /// Authoritative DNS for the SkyDNS records in etcd, answered from memory.
 #[derive(Debug, Parser)]
@@ -14,18 +33,48 @@ use crate::zone::{Catalog, Zone};
 pub struct Cli {
     #[command(flatten)]
     pub etcd: EtcdArgs,
-    /// etcd key prefix the records live under (CoreDNS's `path`)
-    #[arg(long, default_value = "/skydns", value_name = "PATH")]
-    pub path: String,
-    /// Zone to answer for authoritatively; repeat or separate with commas for several
-    #[arg(long = "zone", required = true, value_delimiter = ',', value_name = "ZONE")]
+    /// Read zones, etcd settings and addresses from a CoreDNS Corefile; flags given beside it override it
+    #[arg(long, value_name = "FILE")]
+    pub corefile: Option<PathBuf>,
+    /// etcd key prefix the records live under (CoreDNS's `path`) [default: /skydns]
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+    /// Zone to answer for: a name, or a CIDR for its reverse zone; repeat or separate with commas
+    #[arg(long = "zone", value_delimiter = ',', value_name = "ZONE")]
     pub zones: Vec<String>,
-    /// Address for DNS over UDP and TCP
-    #[arg(long = "dns.listen-address", default_value = "0.0.0.0:53", value_name = "ADDR")]
-    pub dns_listen_address: SocketAddr,
-    /// Address for /-/healthy and /-/ready
-    #[arg(long = "web.listen-address", default_value = "0.0.0.0:9153", value_name = "ADDR")]
-    pub web_listen_address: SocketAddr,
+    /// Address for DNS over UDP and TCP [default: 0.0.0.0:53]
+    #[arg(long = "dns.listen-address", value_name = "ADDR")]
+    pub dns_listen_address: Option<SocketAddr>,
+    /// Address for /metrics, /-/healthy and /-/ready; repeatable [default: 0.0.0.0:9153]
+    #[arg(long = "web.listen-address", value_name = "ADDR")]
+    pub web_listen_address: Vec<SocketAddr>,
+    /// Lower bound of the TTL of records under an etcd lease [default: 30s]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub min_lease_ttl: Option<Duration>,
+    /// Upper bound of the TTL of records under an etcd lease [default: 24h]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_lease_ttl: Option<Duration>,
+    /// SOA primary name server; relative names are below the zone
+    #[arg(long = "soa.mname", default_value = "ns.dns", value_name = "NAME")]
+    pub soa_mname: String,
+    /// SOA mailbox of the zone's administrator; relative names are below the zone
+    #[arg(long = "soa.rname", default_value = "hostmaster", value_name = "NAME")]
+    pub soa_rname: String,
+    /// SOA refresh, in seconds
+    #[arg(long = "soa.refresh", default_value_t = 7200, value_name = "SECONDS")]
+    pub soa_refresh: u32,
+    /// SOA retry, in seconds
+    #[arg(long = "soa.retry", default_value_t = 1800, value_name = "SECONDS")]
+    pub soa_retry: u32,
+    /// SOA expire, in seconds
+    #[arg(long = "soa.expire", default_value_t = 86400, value_name = "SECONDS")]
+    pub soa_expire: u32,
+    /// SOA minimum: the TTL of negative answers, in seconds
+    #[arg(long = "soa.minimum", default_value_t = 30, value_name = "SECONDS")]
+    pub soa_minimum: u32,
+    /// Log one line per query (the Corefile's `log`)
+    #[arg(long = "log.queries")]
+    pub log_queries: bool,
     /// Only log messages with the given severity or above: debug, info, warn, error
     #[arg(long = "log.level", default_value = "info", value_name = "LEVEL")]
     pub log_level: tracing::Level,
@@ -36,12 +85,95 @@ pub struct Cli {
 pub struct Config {
     pub etcd: EtcdArgs,
     pub catalog: Catalog,
+    pub lease_bounds: LeaseBounds,
+    pub log_queries: bool,
 }
 
 impl Config {
-    pub fn new(etcd: EtcdArgs, path: &str, zones: &[String]) -> Result<Self, NameError> {
+    /// A configuration with CoreDNS's defaults for everything but etcd, the path and the zones.
+    pub fn new(etcd: EtcdArgs, path: &str, zones: &[String]) -> Result<Self, ConfigError> {
+        Self::build(etcd, path, zones, &SoaSettings::default(), LeaseBounds::default(), false)
+    }
+
+    fn build(
+        etcd: EtcdArgs,
+        path: &str,
+        zones: &[String],
+        soa: &SoaSettings,
+        lease_bounds: LeaseBounds,
+        log_queries: bool,
+    ) -> Result<Self, ConfigError> {
         validate_path(path)?;
-        let zones = zones.iter().map(|z| Zone::new(z)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { etcd, catalog: Catalog::new(zones, KeyPrefix::new(path)) })
+        if zones.is_empty() {
+            return Err(ConfigError::NoZones);
+        }
+        if lease_bounds.min > lease_bounds.max {
+            return Err(ConfigError::LeaseBounds { min: lease_bounds.min, max: lease_bounds.max });
+        }
+        let mut all = Vec::new();
+        for spec in zones {
+            all.extend(zones_for(spec, soa)?);
+        }
+        Ok(Self { etcd, catalog: Catalog::new(all, KeyPrefix::new(path)), lease_bounds, log_queries })
+    }
+}
+
+/// The configuration plus the addresses to listen on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    pub dns_listen_address: SocketAddr,
+    pub web_listen_addresses: Vec<SocketAddr>,
+}
+
+impl Cli {
+    /// Merges defaults, the Corefile (if any) and the flags, in that order of precedence from low to high.
+    pub fn settings(self) -> Result<Settings, ConfigError> {
+        let file = match &self.corefile {
+            Some(path) => corefile::load(path)?,
+            None => corefile::FileSettings::default(),
+        };
+        let mut etcd = self.etcd;
+        if etcd.endpoints.is_empty() && etcd.discovery_srv.is_none() {
+            etcd.endpoints = file.endpoints.clone();
+        }
+        if etcd.user.is_none()
+            && let Some((user, password)) = &file.credentials
+        {
+            etcd.user = Some(user.clone());
+            etcd.password = Some(password.clone());
+        }
+        if let Some(tls) = &file.tls {
+            etcd.cacert = etcd.cacert.or_else(|| tls.ca.clone());
+            etcd.cert = etcd.cert.or_else(|| tls.cert.clone());
+            etcd.key = etcd.key.or_else(|| tls.key.clone());
+        }
+        let path = self.path.or(file.path).unwrap_or_else(|| "/skydns".into());
+        let zones = if self.zones.is_empty() { file.zones } else { self.zones };
+        let bounds = LeaseBounds {
+            min: self.min_lease_ttl.or(file.min_lease_ttl).unwrap_or(LeaseBounds::default().min),
+            max: self.max_lease_ttl.or(file.max_lease_ttl).unwrap_or(LeaseBounds::default().max),
+        };
+        let soa = SoaSettings {
+            mname: self.soa_mname,
+            rname: self.soa_rname,
+            refresh: self.soa_refresh,
+            retry: self.soa_retry,
+            expire: self.soa_expire,
+            minimum: self.soa_minimum,
+        };
+        let config = Config::build(etcd, &path, &zones, &soa, bounds, self.log_queries || file.log_queries)?;
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let dns_listen_address =
+            self.dns_listen_address.unwrap_or_else(|| SocketAddr::new(any, file.port.unwrap_or(53)));
+        let mut web_listen_addresses = self.web_listen_address;
+        if web_listen_addresses.is_empty() {
+            web_listen_addresses.extend([file.metrics, file.health, file.ready].into_iter().flatten());
+            web_listen_addresses.dedup();
+        }
+        if web_listen_addresses.is_empty() {
+            web_listen_addresses.push(SocketAddr::new(any, 9153));
+        }
+        Ok(Settings { config, dns_listen_address, web_listen_addresses })
     }
 }

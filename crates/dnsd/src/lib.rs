@@ -5,6 +5,8 @@
 
 pub mod answer;
 pub mod config;
+pub mod corefile;
+pub mod lease;
 pub mod server;
 pub mod view;
 pub mod watch;
@@ -14,25 +16,48 @@ pub mod zone;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Cli, Config};
+pub use config::{Cli, Config, Settings};
 use view::View;
 use zone::Catalog;
 
 /// What the DNS loops, the watch and the web endpoints share.
 pub struct State {
     pub catalog: Catalog,
+    pub leases: lease::LeaseTable,
+    pub lease_bounds: lease::LeaseBounds,
+    pub log_queries: bool,
+    /// Values skipped because they do not parse (each key and revision counted once).
+    pub malformed: AtomicU64,
     view: ArcSwap<View>,
     ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl State {
-    pub fn new(catalog: Catalog) -> Self {
-        Self { catalog, view: ArcSwap::from_pointee(View::default()), ready: tokio::sync::watch::channel(false).0 }
+    pub fn new(config: &Config) -> Self {
+        Self {
+            catalog: config.catalog.clone(),
+            leases: lease::LeaseTable::default(),
+            lease_bounds: config.lease_bounds,
+            log_queries: config.log_queries,
+            malformed: AtomicU64::new(0),
+            view: ArcSwap::from_pointee(View::default()),
+            ready: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    pub fn malformed_skipped(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// A resolver over the current snapshot.
+    pub fn resolver<'a>(&'a self, view: &'a View) -> answer::Resolver<'a> {
+        answer::Resolver { catalog: &self.catalog, view, leases: &self.leases, lease_bounds: self.lease_bounds }
     }
 
     /// The current snapshot; queries hold it while they answer, so a concurrent swap never tears an answer.
@@ -66,7 +91,7 @@ pub struct Listeners {
 impl Listeners {
     /// Binds DNS on `dns` (UDP and TCP) and HTTP on `web`. With a fixed port, one UDP socket per core shares
     /// the port through SO_REUSEPORT so the kernel spreads queries over receive loops.
-    pub fn bind(dns: SocketAddr, web: SocketAddr) -> std::io::Result<Self> {
+    pub fn bind(dns: SocketAddr, web: &[SocketAddr]) -> std::io::Result<Self> {
         let udp_count =
             if dns.port() == 0 { 1 } else { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) };
         let mut udp = Vec::with_capacity(udp_count);
@@ -74,7 +99,7 @@ impl Listeners {
             udp.push(bind_udp(dns, udp_count > 1)?);
         }
         let tcp = vec![bind_tcp(dns)?];
-        let web = vec![bind_tcp(web)?];
+        let web = web.iter().map(|addr| bind_tcp(*addr)).collect::<std::io::Result<Vec<_>>>()?;
         Ok(Self { udp, tcp, web })
     }
 }
@@ -103,9 +128,10 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Runs dnsd until `shutdown` is cancelled: follows etcd, serves the web endpoints at once, and starts
 /// answering DNS after the first load.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) {
-    let state = Arc::new(State::new(config.catalog));
+    let state = Arc::new(State::new(&config));
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(watch::follow(config.etcd, state.clone(), shutdown.clone()));
+    tasks.spawn(watch::follow(config.etcd.clone(), state.clone(), shutdown.clone()));
+    tasks.spawn(lease::track(config.etcd, state.clone(), shutdown.clone()));
     for listener in listeners.web {
         tasks.spawn(web::serve(listener, state.clone(), shutdown.clone()));
     }

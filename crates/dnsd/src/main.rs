@@ -1,6 +1,6 @@
 use anyhow::Context;
 use clap::Parser;
-use dnsd::{Cli, Config, Listeners};
+use dnsd::{Cli, Listeners};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -11,12 +11,13 @@ async fn main() -> anyhow::Result<()> {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = Config::new(cli.etcd, &cli.path, &cli.zones)?;
-    let listeners = Listeners::bind(cli.dns_listen_address, cli.web_listen_address).with_context(|| {
-        format!("cannot listen on {} (DNS) or {} (web)", cli.dns_listen_address, cli.web_listen_address)
-    })?;
+    let settings = cli.settings()?;
+    let (dns, web) = (settings.dns_listen_address, &settings.web_listen_addresses);
+    let listeners =
+        Listeners::bind(dns, web).with_context(|| format!("cannot listen on {dns} (DNS) or {web:?} (web)"))?;
+    let config = settings.config;
     let zones: Vec<&str> = config.catalog.zones().iter().map(|z| z.name.as_str()).collect();
-    tracing::info!(dns = %cli.dns_listen_address, web = %cli.web_listen_address, zones = %zones.join(","), "starting dnsd");
+    tracing::info!(%dns, ?web, zones = %zones.join(","), "starting dnsd");
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     dnsd::run(config, listeners, shutdown).await;

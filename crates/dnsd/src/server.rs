@@ -1,6 +1,7 @@
 //! DNS over UDP and TCP. Answers are computed from the current view snapshot without awaiting anything, so
 //! each UDP socket runs one tight receive-answer-send loop; TCP connections get a task each.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::State;
-use crate::answer::Resolver;
 use crate::wire::{Transport, respond};
 
 /// How long a TCP connection may sit idle between queries (RFC 7766 suggests seconds, not minutes).
@@ -18,10 +18,50 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open TCP connections beyond this wait in the kernel's accept queue.
 const MAX_TCP_CONNECTIONS: usize = 1024;
 
-fn answer(state: &State, request: &[u8], transport: Transport) -> Option<Vec<u8>> {
+fn answer(state: &State, request: &[u8], transport: Transport, peer: SocketAddr) -> Option<Vec<u8>> {
     let view = state.view();
-    let resolver = Resolver { catalog: &state.catalog, view: &view };
-    respond(request, transport, &resolver)
+    let resolver = state.resolver(&view);
+    if !state.log_queries {
+        return respond(request, transport, &resolver);
+    }
+    let started = std::time::Instant::now();
+    let response = respond(request, transport, &resolver);
+    query_log(peer, request, response.as_deref(), transport, started.elapsed());
+    response
+}
+
+/// One line per query, in the shape of CoreDNS's `log` plugin:
+/// `127.0.0.1:52638 - 8316 "SRV IN node.prom.local. udp 41 false 4096" NOERROR qr,aa,rd 120 0.000082s`.
+fn query_log(peer: SocketAddr, request: &[u8], response: Option<&[u8]>, transport: Transport, took: Duration) {
+    use hickory_proto::op::Message;
+    let Ok(query) = Message::from_vec(request) else {
+        tracing::info!(%peer, "unparseable query of {} bytes", request.len());
+        return;
+    };
+    let question = query.queries.first().map(|q| format!("{} {} {}", q.query_type(), q.query_class(), q.name()));
+    let (do_bit, size) = query.edns.as_ref().map(|e| (e.flags().dnssec_ok, e.max_payload())).unwrap_or((false, 512));
+    let proto = if transport == Transport::Udp { "udp" } else { "tcp" };
+    let (rcode, flags, len) = match response.and_then(|r| Message::from_vec(r).ok().map(|m| (m, r.len()))) {
+        Some((m, len)) => {
+            let mut flags = vec!["qr"];
+            for (set, name) in
+                [(m.metadata.authoritative, "aa"), (m.metadata.truncation, "tc"), (m.metadata.recursion_desired, "rd")]
+            {
+                if set {
+                    flags.push(name);
+                }
+            }
+            (m.metadata.response_code.to_string(), flags.join(","), len)
+        }
+        None => ("-".to_string(), "-".to_string(), 0),
+    };
+    tracing::info!(
+        "{peer} - {} \"{} {proto} {} {do_bit} {size}\" {rcode} {flags} {len} {:.6}s",
+        query.metadata.id,
+        question.unwrap_or_default(),
+        request.len(),
+        took.as_secs_f64()
+    );
 }
 
 pub async fn serve_udp(socket: UdpSocket, state: Arc<State>, shutdown: CancellationToken) {
@@ -38,7 +78,7 @@ pub async fn serve_udp(socket: UdpSocket, state: Arc<State>, shutdown: Cancellat
                 }
             },
         };
-        if let Some(response) = answer(&state, &buf[..len], Transport::Udp)
+        if let Some(response) = answer(&state, &buf[..len], Transport::Udp, peer)
             && let Err(e) = socket.send_to(&response, peer).await
         {
             tracing::debug!(%peer, error = %e, "udp send failed");
@@ -50,10 +90,10 @@ pub async fn serve_tcp(listener: TcpListener, state: Arc<State>, shutdown: Cance
     let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else { return };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "tcp accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -66,7 +106,7 @@ pub async fn serve_tcp(listener: TcpListener, state: Arc<State>, shutdown: Cance
         tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = connection(stream, &state) => {}
+                _ = connection(stream, peer, &state) => {}
             }
             drop(permit);
         });
@@ -74,7 +114,7 @@ pub async fn serve_tcp(listener: TcpListener, state: Arc<State>, shutdown: Cance
 }
 
 /// Serves length-prefixed queries on one connection, one after another, until it closes or idles out.
-async fn connection(mut stream: TcpStream, state: &State) {
+async fn connection(mut stream: TcpStream, peer: SocketAddr, state: &State) {
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
     loop {
@@ -86,7 +126,7 @@ async fn connection(mut stream: TcpStream, state: &State) {
         if !matches!(tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut buf)).await, Ok(Ok(_))) {
             return;
         }
-        let Some(response) = answer(state, &buf, Transport::Tcp) else { return };
+        let Some(response) = answer(state, &buf, Transport::Tcp, peer) else { return };
         let Ok(response_len) = u16::try_from(response.len()) else { return };
         let mut framed = Vec::with_capacity(response.len() + 2);
         framed.extend_from_slice(&response_len.to_be_bytes());

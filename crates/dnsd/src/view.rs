@@ -49,6 +49,11 @@ impl View {
         self.entries.get(key).map(|e| e.as_ref())
     }
 
+    /// The lease of every leased key (repeated for keys that share one).
+    pub fn leases(&self) -> impl Iterator<Item = i64> + '_ {
+        self.entries.values().map(|e| e.lease).filter(|&lease| lease != 0)
+    }
+
     /// Every entry strictly below `key`, in key order.
     pub fn below<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a Entry> + 'a {
         let prefix = format!("{key}/");

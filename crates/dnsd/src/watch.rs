@@ -2,7 +2,9 @@
 //! reconnects and resumes from the last applied revision; when that revision was compacted away it reads the
 //! prefix again and swaps the new view in whole. Until the first read completes dnsd does not answer.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
@@ -31,12 +33,13 @@ enum SessionError {
 /// Follows etcd until `shutdown`, publishing every change to `state`.
 pub async fn follow(etcd: EtcdArgs, state: Arc<State>, shutdown: CancellationToken) {
     let mut view: Option<View> = None;
+    let mut reported = HashSet::new();
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
         match etcd.connect().await {
             Ok((mut client, endpoints)) => {
                 let endpoints = endpoints.join(",");
-                match session(&mut client, &state, &mut view, &shutdown).await {
+                match session(&mut client, &state, &mut view, &mut reported, &shutdown).await {
                     Ok(()) => return,
                     Err(e) => {
                         tracing::warn!(%endpoints, error = %e, "etcd watch interrupted; serving the last known view")
@@ -61,6 +64,7 @@ async fn session(
     client: &mut Client,
     state: &State,
     view: &mut Option<View>,
+    reported: &mut HashSet<(Vec<u8>, i64)>,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let prefix = state.catalog.prefix.range_prefix();
@@ -68,7 +72,7 @@ async fn session(
         let current = match view.take() {
             Some(current) => current,
             None => {
-                let loaded = load(client, &prefix).await?;
+                let loaded = load(client, &prefix, state, reported).await?;
                 tracing::info!(keys = loaded.len(), revision = loaded.revision, "loaded the view from etcd");
                 state.publish(&loaded);
                 loaded
@@ -101,7 +105,7 @@ async fn session(
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 changed |= match event.event_type() {
-                    EventType::Put => match entry_from(kv) {
+                    EventType::Put => match entry_from(kv, state, reported) {
                         Some(entry) => {
                             current.insert(entry);
                             true
@@ -122,34 +126,39 @@ async fn session(
     }
 }
 
-async fn load(client: &mut Client, prefix: &str) -> Result<View, SessionError> {
+async fn load(
+    client: &mut Client,
+    prefix: &str,
+    state: &State,
+    reported: &mut HashSet<(Vec<u8>, i64)>,
+) -> Result<View, SessionError> {
     let response = tokio::time::timeout(LOAD_TIMEOUT, client.get(prefix, Some(GetOptions::new().with_prefix())))
         .await
         .map_err(|_| SessionError::Timeout(prefix.to_string()))??;
     let revision = response.header().map(|h| h.revision()).unwrap_or_default();
     let mut view = View::new(revision);
     for kv in response.kvs() {
-        if let Some(entry) = entry_from(kv) {
+        if let Some(entry) = entry_from(kv, state, reported) {
             view.insert(entry);
         }
     }
     Ok(view)
 }
 
-/// Parses one etcd key-value; a malformed one is logged and skipped so the rest keeps answering.
-fn entry_from(kv: &KeyValue) -> Option<Entry> {
-    let key = match kv.key_str() {
-        Ok(key) => key,
-        Err(_) => {
-            tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "skipping key that is not UTF-8");
-            return None;
-        }
+/// Parses one etcd key-value; a malformed one is skipped so the rest keeps answering. Each bad value (key
+/// and revision) is logged and counted once, however often a reload reads it again.
+fn entry_from(kv: &KeyValue, state: &State, reported: &mut HashSet<(Vec<u8>, i64)>) -> Option<Entry> {
+    let problem = match (kv.key_str(), Service::parse(kv.value())) {
+        (Ok(key), Ok(service)) => return Some(Entry { key: key.to_string(), service, lease: kv.lease() }),
+        (Err(_), _) => "key is not UTF-8".to_string(),
+        (Ok(_), Err(e)) => e.to_string(),
     };
-    match Service::parse(kv.value()) {
-        Ok(service) => Some(Entry { key: key.to_string(), service, lease: kv.lease() }),
-        Err(e) => {
-            tracing::warn!(%key, error = %e, "skipping malformed SkyDNS value");
-            None
-        }
+    if reported.len() > 10_000 {
+        reported.clear(); // only a log de-duplication: bounded, at the price of an occasional repeat
     }
+    if reported.insert((kv.key().to_vec(), kv.mod_revision())) {
+        state.malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %problem, "skipping malformed SkyDNS value");
+    }
+    None
 }

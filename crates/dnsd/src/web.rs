@@ -1,5 +1,6 @@
-//! The HTTP endpoints on `--web.listen-address`, named as Prometheus names its own: `/-/healthy` answers as
-//! long as the process runs, `/-/ready` once the first load from etcd has completed.
+//! The HTTP endpoints on every `--web.listen-address`: `/-/healthy` answers as long as the process runs and
+//! `/-/ready` once the first load from etcd has completed (Prometheus's names), `/health` and `/ready` the
+//! same for Corefile users (CoreDNS's names), and `/metrics`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -50,6 +51,17 @@ fn route(request: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
     }
     match request.uri().path() {
         "/-/healthy" => text(StatusCode::OK, "dnsd is Healthy.\n".into()),
+        "/health" => text(StatusCode::OK, "OK".into()),
+        "/ready" if state.is_ready() => text(StatusCode::OK, "OK".into()),
+        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "waiting for the first load from etcd".into()),
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, metrics(state));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
         "/-/ready" if state.is_ready() => text(StatusCode::OK, "dnsd is Ready.\n".into()),
         "/-/ready" => {
             text(StatusCode::SERVICE_UNAVAILABLE, "dnsd is not ready: waiting for the first load from etcd.\n".into())
@@ -70,6 +82,22 @@ fn route(request: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
         }
         _ => text(StatusCode::NOT_FOUND, "Not found.\n".into()),
     }
+}
+
+/// The view's state in the Prometheus text format.
+fn metrics(state: &State) -> String {
+    let view = state.view();
+    let ready = u8::from(state.is_ready());
+    format!(
+        "# HELP dnsd_ready Whether the first load from etcd has completed.\n# TYPE dnsd_ready gauge\ndnsd_ready {ready}\n\
+         # HELP dnsd_view_keys SkyDNS keys in the view answers come from.\n# TYPE dnsd_view_keys gauge\ndnsd_view_keys {}\n\
+         # HELP dnsd_view_revision etcd revision the view reflects.\n# TYPE dnsd_view_revision gauge\ndnsd_view_revision {}\n\
+         # HELP dnsd_malformed_entries_skipped_total Values skipped because they do not parse.\n\
+         # TYPE dnsd_malformed_entries_skipped_total counter\ndnsd_malformed_entries_skipped_total {}\n",
+        view.len(),
+        view.revision,
+        state.malformed_skipped()
+    )
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

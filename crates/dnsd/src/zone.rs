@@ -1,5 +1,7 @@
 //! The zones dnsd is authoritative for, and how a query name finds its zone (longest match wins).
 
+use std::net::IpAddr;
+
 use hickory_proto::rr::Name;
 use promsd_common::KeyPrefix;
 use promsd_common::name::{NameError, validate_name};
@@ -24,21 +26,102 @@ pub struct SoaConfig {
     pub minimum: u32,
 }
 
-impl Zone {
-    pub fn new(name: &str) -> Result<Self, NameError> {
-        validate_name("zone", name)?;
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let fqdn = |s: String| {
-            Name::from_ascii(&s).map_err(|_| NameError::BadLabel { what: "zone", value: name.clone(), label: s })
-        };
-        let origin = fqdn(format!("{name}."))?;
-        let soa = SoaConfig {
-            mname: fqdn(format!("ns.dns.{name}."))?,
-            rname: fqdn(format!("hostmaster.{name}."))?,
+/// SOA settings for every zone: names without a trailing dot are relative to the zone (`ns.dns` is
+/// `ns.dns.<zone>`), as in a zone file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoaSettings {
+    pub mname: String,
+    pub rname: String,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    pub minimum: u32,
+}
+
+impl Default for SoaSettings {
+    fn default() -> Self {
+        Self {
+            mname: "ns.dns".into(),
+            rname: "hostmaster".into(),
             refresh: 7200,
             retry: 1800,
             expire: 86400,
             minimum: 30,
+        }
+    }
+}
+
+/// The zones a `--zone` value stands for: a name, or a CIDR such as `10.0.0.0/24` for its reverse zone
+/// (`0.0.10.in-addr.arpa`). A prefix off an octet (nibble for IPv6) boundary gives every zone it spans, as
+/// CoreDNS does: `10.0.0.0/23` is `0.0.10.in-addr.arpa` and `1.0.10.in-addr.arpa`.
+pub fn zones_for(spec: &str, soa: &SoaSettings) -> Result<Vec<Zone>, NameError> {
+    let Some((addr, len)) = spec.split_once('/') else { return Ok(vec![Zone::with_soa(spec, soa)?]) };
+    let bad = || NameError::BadLabel { what: "zone", value: spec.into(), label: "CIDR".into() };
+    let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+    let len: u32 = len.parse().map_err(|_| bad())?;
+    // Digits of the address in reverse-zone order (octets or nibbles), each as (value, bits).
+    let (digits, bits, suffix): (Vec<u32>, u32, &str) = match addr {
+        IpAddr::V4(ip) => (ip.octets().iter().map(|&o| u32::from(o)).collect(), 8, "in-addr.arpa"),
+        IpAddr::V6(ip) => {
+            (ip.octets().iter().flat_map(|&o| [u32::from(o >> 4), u32::from(o & 0xf)]).collect(), 4, "ip6.arpa")
+        }
+    };
+    if len > digits.len() as u32 * bits {
+        return Err(bad());
+    }
+    let whole = (len / bits) as usize;
+    let spare = len % bits;
+    let fixed = &digits[..whole];
+    let mut zones = Vec::new();
+    let tails: Vec<Option<u32>> = if spare == 0 {
+        vec![None]
+    } else {
+        let step = 1 << (bits - spare);
+        let start = digits[whole] & !(step - 1);
+        (start..start + step).map(Some).collect()
+    };
+    for tail in tails {
+        let mut labels: Vec<String> =
+            fixed.iter().map(|d| if bits == 8 { d.to_string() } else { format!("{d:x}") }).collect();
+        if let Some(t) = tail {
+            labels.push(if bits == 8 { t.to_string() } else { format!("{t:x}") });
+        }
+        labels.reverse();
+        labels.push(suffix.to_string());
+        zones.push(Zone::with_soa(&labels.join("."), soa)?);
+    }
+    Ok(zones)
+}
+
+impl Zone {
+    pub fn new(name: &str) -> Result<Self, NameError> {
+        Self::with_soa(name, &SoaSettings::default())
+    }
+
+    pub fn with_soa(name: &str, settings: &SoaSettings) -> Result<Self, NameError> {
+        validate_name("zone", name)?;
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let absolute = |relative: &str| {
+            let text = if relative.ends_with('.') { relative.to_string() } else { format!("{relative}.{name}.") };
+            Name::from_ascii(&text).map_err(|_| NameError::BadLabel {
+                what: "SOA name",
+                value: relative.into(),
+                label: text,
+            })
+        };
+        let origin = Name::from_ascii(format!("{name}.")).map_err(|_| NameError::BadLabel {
+            what: "zone",
+            value: name.clone(),
+            label: name.clone(),
+        })?;
+        let clamp = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+        let soa = SoaConfig {
+            mname: absolute(&settings.mname)?,
+            rname: absolute(&settings.rname)?,
+            refresh: clamp(settings.refresh),
+            retry: clamp(settings.retry),
+            expire: clamp(settings.expire),
+            minimum: settings.minimum,
         };
         Ok(Self { name, origin, soa })
     }
@@ -80,6 +163,20 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cidrs_give_reverse_zones() {
+        let names = |spec: &str| -> Vec<String> {
+            zones_for(spec, &SoaSettings::default()).expect("zones").into_iter().map(|z| z.name).collect()
+        };
+        assert_eq!(names("10.0.0.0/24"), ["0.0.10.in-addr.arpa"]);
+        assert_eq!(names("10.0.0.0/8"), ["10.in-addr.arpa"]);
+        assert_eq!(names("10.0.0.0/23"), ["0.0.10.in-addr.arpa", "1.0.10.in-addr.arpa"]);
+        assert_eq!(names("2001:db8::/32"), ["8.b.d.0.1.0.0.2.ip6.arpa"]);
+        assert_eq!(names("prom.local"), ["prom.local"]);
+        assert!(zones_for("10.0.0.0/33", &SoaSettings::default()).is_err());
+        assert!(zones_for("x/8", &SoaSettings::default()).is_err());
+    }
 
     #[test]
     fn longest_zone_wins() {
