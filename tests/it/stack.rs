@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use promsd_tests::dig::dig_with;
-use promsd_tests::{Dig, Etcd, Netns, Process, eventually, require, workspace_bin};
+use promsd_tests::{Dig, Etcd, Netns, Process, require, workspace_bin};
 
 pub const ETCD: &str = "http://127.0.0.1:2379";
 
@@ -17,24 +17,30 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// etcd, and dnsd for prom.local on 127.0.0.1:53 following it.
     pub fn start() -> Self {
+        let args = ["--endpoints", ETCD, "--zone", "prom.local", "--dns.listen-address", "127.0.0.1:53"];
+        Self::start_with(|_| args.iter().map(|a| a.to_string()).collect())
+    }
+
+    /// etcd, then dnsd started with the flags `prepare` returns (given the test's directory for files it
+    /// writes). dnsd's web address must stay 127.0.0.1:9153 or the default.
+    pub fn start_with(prepare: impl FnOnce(&std::path::Path) -> Vec<String>) -> Self {
         require("curl");
         require("dig");
         let dir = tempfile::tempdir().expect("temp dir");
         let netns = Netns::new("127.0.0.1");
         let etcd = Etcd::start_in(&netns, 2379);
+        let args = prepare(dir.path());
         let mut command = netns.command(workspace_bin("dnsd").to_str().expect("path"));
-        command.args(["--endpoints", ETCD, "--zone", "prom.local"]).args([
-            "--dns.listen-address",
-            "127.0.0.1:53",
-            "--web.listen-address",
-            "127.0.0.1:9153",
-        ]);
+        command.args(args).env_remove("ETCDCTL_ENDPOINTS");
         let dnsd = Process::spawn("dnsd", command, &dir.path().join("dnsd.log"));
         let stack = Self { dnsd, etcd, netns, dir };
-        eventually("dnsd to be ready", Duration::from_secs(20), || {
-            stack.curl("http://127.0.0.1:9153/-/ready").filter(|body| body.contains("Ready")).map(|_| ())
-        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !stack.curl("http://127.0.0.1:9153/-/ready").is_some_and(|body| body.contains("Ready")) {
+            assert!(std::time::Instant::now() < deadline, "dnsd did not become ready:\n{}", stack.dnsd.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
         stack
     }
 

@@ -126,3 +126,21 @@ impl EtcdArgs {
 fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, EtcdError> {
     std::fs::read(path).map_err(|source| EtcdError::ReadFile { what, path: path.clone(), source })
 }
+
+/// The innermost cause of an etcd error, which is what a person needs ("Connection refused"), instead of
+/// tonic's nested debug rendering.
+pub fn describe(error: &etcd_client::Error) -> String {
+    let (head, mut source): (String, Option<&(dyn std::error::Error + 'static)>) = match error {
+        etcd_client::Error::GRpcStatus(status) => (status.message().to_string(), std::error::Error::source(status)),
+        other => (other.to_string(), std::error::Error::source(other)),
+    };
+    let mut innermost = None;
+    while let Some(cause) = source {
+        innermost = Some(cause);
+        source = cause.source();
+    }
+    match innermost {
+        Some(cause) if !head.contains(&cause.to_string()) => format!("{head}: {cause}"),
+        _ => head,
+    }
+}

@@ -184,7 +184,9 @@ impl Resolver<'_> {
         {
             found = self.lookup(&format!("apex.dns.{lname}"));
             if found.is_empty() {
+                // Name servers known by name have no address to give here.
                 found = self.lookup(&format!("ns.dns.{lname}"));
+                found.retain(|e| e.service.host.parse::<IpAddr>().is_ok());
             }
         }
         if found.is_empty() {

@@ -414,6 +414,15 @@ prom.local:1053 10.0.0.0/24 {
     }
 
     #[test]
+    fn the_example_corefile_parses() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Corefile.example"));
+        let settings = load(path).expect("Corefile.example is valid");
+        assert_eq!(settings.zones, ["prom.local", "10.0.0.0/24"]);
+        assert_eq!(settings.endpoints.len(), 3);
+        assert_eq!(settings.port, Some(53));
+    }
+
+    #[test]
     fn errors_name_the_file_line_and_directive() {
         let cases = [
             ("prom.local {\n  etcd\n  cache 30\n}\n", "Corefile:3: directive \"cache\" is not supported"),

@@ -30,6 +30,21 @@ fn answer(state: &State, request: &[u8], transport: Transport, peer: SocketAddr)
     response
 }
 
+/// The RCODE as DNS tools print it (NOERROR, NXDOMAIN, ...).
+fn rcode_name(code: hickory_proto::op::ResponseCode) -> String {
+    use hickory_proto::op::ResponseCode::*;
+    match code {
+        NoError => "NOERROR".into(),
+        FormErr => "FORMERR".into(),
+        ServFail => "SERVFAIL".into(),
+        NXDomain => "NXDOMAIN".into(),
+        NotImp => "NOTIMP".into(),
+        Refused => "REFUSED".into(),
+        BADVERS => "BADVERS".into(),
+        other => format!("RCODE{}", u16::from(other)),
+    }
+}
+
 /// One line per query, in the shape of CoreDNS's `log` plugin:
 /// `127.0.0.1:52638 - 8316 "SRV IN node.prom.local. udp 41 false 4096" NOERROR qr,aa,rd 120 0.000082s`.
 fn query_log(peer: SocketAddr, request: &[u8], response: Option<&[u8]>, transport: Transport, took: Duration) {
@@ -51,7 +66,7 @@ fn query_log(peer: SocketAddr, request: &[u8], response: Option<&[u8]>, transpor
                     flags.push(name);
                 }
             }
-            (m.metadata.response_code.to_string(), flags.join(","), len)
+            (rcode_name(m.metadata.response_code), flags.join(","), len)
         }
         None => ("-".to_string(), "-".to_string(), 0),
     };

@@ -20,7 +20,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Error)]
 enum SessionError {
-    #[error(transparent)]
+    #[error("{}", promsd_common::etcd::describe(.0))]
     Etcd(#[from] etcd_client::Error),
     #[error("timed out reading {0}")]
     Timeout(String),
@@ -41,8 +41,11 @@ pub async fn follow(etcd: EtcdArgs, state: Arc<State>, shutdown: CancellationTok
                 let endpoints = endpoints.join(",");
                 match session(&mut client, &state, &mut view, &mut reported, &shutdown).await {
                     Ok(()) => return,
+                    Err(e) if view.is_some() => {
+                        tracing::warn!(%endpoints, error = %e, "etcd watch interrupted; answering from the last known view")
+                    }
                     Err(e) => {
-                        tracing::warn!(%endpoints, error = %e, "etcd watch interrupted; serving the last known view")
+                        tracing::warn!(%endpoints, error = %e, "cannot load from etcd yet; DNS waits for the first load")
                     }
                 }
                 if view.is_some() {

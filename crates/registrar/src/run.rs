@@ -127,7 +127,7 @@ async fn keep_registered(
                     client
                         .put(registration.key.as_str(), value.as_str(), None)
                         .await
-                        .map_err(|e| crate::store::describe(&e))?;
+                        .map_err(|e| promsd_common::etcd::describe(&e))?;
                     tracing::info!(key = %registration.key, %value, endpoints = %endpoints.join(","), "registered");
                     stop.cancelled().await;
                     Ok(())
@@ -160,20 +160,24 @@ async fn hold_lease(
     stop: &CancellationToken,
 ) -> Result<(), String> {
     let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-    let granted = client.lease_grant(ttl_secs, None).await.map_err(|e| crate::store::describe(&e))?;
+    let granted = client.lease_grant(ttl_secs, None).await.map_err(|e| promsd_common::etcd::describe(&e))?;
     let id = granted.id();
     if let Ok(mut current) = lease.lock() {
         *current = Some(id);
     }
-    client.put(key, value, Some(PutOptions::new().with_lease(id))).await.map_err(|e| crate::store::describe(&e))?;
+    client
+        .put(key, value, Some(PutOptions::new().with_lease(id)))
+        .await
+        .map_err(|e| promsd_common::etcd::describe(&e))?;
     tracing::info!(%key, %value, lease = id, ttl = ttl_secs, "registered with lease");
-    let (mut keeper, mut responses) = client.lease_keep_alive(id).await.map_err(|e| crate::store::describe(&e))?;
+    let (mut keeper, mut responses) =
+        client.lease_keep_alive(id).await.map_err(|e| promsd_common::etcd::describe(&e))?;
     let mut tick = tokio::time::interval(Duration::from_secs((ttl_secs as u64 / 3).max(1)));
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            _ = tick.tick() => keeper.keep_alive().await.map_err(|e| crate::store::describe(&e))?,
-            response = responses.message() => match response.map_err(|e| crate::store::describe(&e))? {
+            _ = tick.tick() => keeper.keep_alive().await.map_err(|e| promsd_common::etcd::describe(&e))?,
+            response = responses.message() => match response.map_err(|e| promsd_common::etcd::describe(&e))? {
                 Some(response) if response.ttl() > 0 => {}
                 Some(_) => return Err(format!("lease {id} expired")),
                 None => return Err("lease keepalive stream closed".into()),

@@ -106,7 +106,7 @@ impl Store {
                 match op(client).await {
                     Ok(value) => Ok(Ok(value)),
                     Err(e) if is_permanent(&e) => Err(StoreError::Refused { endpoints: endpoints.clone(), source: e }),
-                    Err(e) => Ok(Err(describe(&e))),
+                    Err(e) => Ok(Err(promsd_common::etcd::describe(&e))),
                 }
             };
             let last = match tokio::time::timeout(remaining.max(Duration::from_millis(1)), attempt).await {
@@ -126,24 +126,6 @@ impl Store {
             tokio::time::sleep(backoff.min(remaining)).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
-    }
-}
-
-/// The innermost cause of an etcd error, which is what a person needs ("Connection refused"), instead of
-/// tonic's nested debug rendering.
-pub fn describe(error: &etcd_client::Error) -> String {
-    let (head, mut source): (String, Option<&(dyn std::error::Error + 'static)>) = match error {
-        etcd_client::Error::GRpcStatus(status) => (status.message().to_string(), std::error::Error::source(status)),
-        other => (other.to_string(), std::error::Error::source(other)),
-    };
-    let mut innermost = None;
-    while let Some(cause) = source {
-        innermost = Some(cause);
-        source = cause.source();
-    }
-    match innermost {
-        Some(cause) if !head.contains(&cause.to_string()) => format!("{head}: {cause}"),
-        _ => head,
     }
 }
 

@@ -1,6 +1,8 @@
 //! dnsd against a real etcd, queried with real dig. dnsd runs in process on port 0 (see `server`).
 
 mod answers;
+mod conformance;
+mod corefile;
 mod following;
 mod robustness;
 mod server;

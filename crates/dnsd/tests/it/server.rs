@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use dnsd::{Config, Listeners};
+use clap::Parser;
+use dnsd::{Cli, Config, Listeners};
 use promsd_common::EtcdArgs;
 use promsd_tests::{Dig, dig, eventually, http_get};
 use tokio_util::sync::CancellationToken;
@@ -33,7 +34,19 @@ impl Dnsd {
             ..EtcdArgs::default()
         };
         let zones: Vec<String> = zones.iter().map(|z| z.to_string()).collect();
-        let config = Config::new(etcd, "/skydns", &zones).expect("valid config");
+        Self::start_config(Config::new(etcd, "/skydns", &zones).expect("valid config"))
+    }
+
+    /// Starts dnsd with command-line flags (parsed as the binary parses them) and waits until it is ready.
+    /// The listen addresses are always loopback port 0.
+    pub fn start_args(args: &[&str]) -> Self {
+        let cli = Cli::try_parse_from(std::iter::once("dnsd").chain(args.iter().copied())).expect("valid flags");
+        let dnsd = Self::start_config(cli.settings().expect("valid settings").config);
+        dnsd.wait_ready();
+        dnsd
+    }
+
+    pub fn start_config(config: Config) -> Self {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
         let listeners = runtime.block_on(bind_loopback());
