@@ -6,6 +6,7 @@
 pub mod answer;
 pub mod config;
 pub mod corefile;
+pub mod ingest;
 pub mod lease;
 pub mod server;
 pub mod view;
@@ -16,7 +17,7 @@ pub mod zone;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, UdpSocket};
@@ -34,6 +35,11 @@ pub struct State {
     pub log_queries: bool,
     /// Values skipped because they do not parse (each key and revision counted once).
     pub malformed: AtomicU64,
+    /// Full reloads after the first (after compaction).
+    pub resyncs: AtomicU64,
+    connected: AtomicBool,
+    /// When etcd last confirmed the view is current (a watch message or progress notification).
+    synced: std::sync::Mutex<Option<std::time::Instant>>,
     view: ArcSwap<View>,
     ready: tokio::sync::watch::Sender<bool>,
 }
@@ -46,9 +52,32 @@ impl State {
             lease_bounds: config.lease_bounds,
             log_queries: config.log_queries,
             malformed: AtomicU64::new(0),
+            resyncs: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+            synced: std::sync::Mutex::new(None),
             view: ArcSwap::from_pointee(View::default()),
             ready: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Whether a watch on etcd is established right now.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+    }
+
+    pub fn mark_synced(&self) {
+        if let Ok(mut synced) = self.synced.lock() {
+            *synced = Some(std::time::Instant::now());
+        }
+    }
+
+    /// How long ago etcd last confirmed the view is current; None before the first load.
+    pub fn view_age(&self) -> Option<std::time::Duration> {
+        self.synced.lock().ok().and_then(|s| *s).map(|at| at.elapsed())
     }
 
     pub fn malformed_skipped(&self) -> u64 {

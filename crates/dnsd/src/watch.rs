@@ -1,22 +1,29 @@
-//! Keeps the view current: one prefix read, then an etcd watch from that revision. On a broken stream it
-//! reconnects and resumes from the last applied revision; when that revision was compacted away it reads the
-//! prefix again and swaps the new view in whole. Until the first read completes dnsd does not answer.
+//! Keeps the view current: one prefix read, then an etcd watch from that revision. On a broken or silent
+//! stream it reconnects and resumes from the last applied revision; when that revision was compacted away it
+//! reads the prefix again and swaps the new view in whole (the old one answers until then). Until the first
+//! read completes dnsd does not answer.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
-use promsd_common::{EtcdArgs, Service};
+use promsd_common::EtcdArgs;
 use thiserror::Error;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::State;
-use crate::view::{Entry, View};
+use crate::ingest::Ingest;
+use crate::view::View;
 
 const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// After this long without a message, ask etcd for a progress notification...
+const PROGRESS_AFTER: Duration = Duration::from_secs(5);
+/// ...and after this long give the connection up as dead, even though no error surfaced: a member that
+/// froze or a half-open TCP connection never closes the stream by itself.
+const STALL_AFTER: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Error)]
 enum SessionError {
@@ -28,20 +35,24 @@ enum SessionError {
     Closed,
     #[error("watch canceled by etcd: {0}")]
     Canceled(String),
+    #[error("no word from etcd for {0:?}; reconnecting")]
+    Stalled(Duration),
 }
 
 /// Follows etcd until `shutdown`, publishing every change to `state`.
 pub async fn follow(etcd: EtcdArgs, state: Arc<State>, shutdown: CancellationToken) {
     let mut view: Option<View> = None;
-    let mut reported = HashSet::new();
+    let mut ingest = Ingest::new(state.clone());
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
         match etcd.connect().await {
             Ok((mut client, endpoints)) => {
                 let endpoints = endpoints.join(",");
-                match session(&mut client, &state, &mut view, &mut reported, &shutdown).await {
+                let result = session(&mut client, &state, &mut view, &mut ingest, &shutdown).await;
+                state.set_connected(false);
+                match result {
                     Ok(()) => return,
-                    Err(e) if view.is_some() => {
+                    Err(e) if state.is_ready() => {
                         tracing::warn!(%endpoints, error = %e, "etcd watch interrupted; answering from the last known view")
                     }
                     Err(e) => {
@@ -67,7 +78,7 @@ async fn session(
     client: &mut Client,
     state: &State,
     view: &mut Option<View>,
-    reported: &mut HashSet<(Vec<u8>, i64)>,
+    ingest: &mut Ingest,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let prefix = state.catalog.prefix.range_prefix();
@@ -75,21 +86,40 @@ async fn session(
         let current = match view.take() {
             Some(current) => current,
             None => {
-                let loaded = load(client, &prefix, state, reported).await?;
+                let first = !state.is_ready();
+                let loaded = load(client, &prefix, ingest).await?;
                 tracing::info!(keys = loaded.len(), revision = loaded.revision, "loaded the view from etcd");
                 state.publish(&loaded);
+                if !first {
+                    state.resyncs.fetch_add(1, Ordering::Relaxed);
+                }
                 loaded
             }
         };
         let start = current.revision + 1;
         *view = Some(current);
         let options = WatchOptions::new().with_prefix().with_start_revision(start).with_progress_notify();
-        let mut stream = client.watch(prefix.as_str(), Some(options)).await?;
+        let (mut requests, mut stream) = client.watch(prefix.as_str(), Some(options)).await?.split();
+        state.set_connected(true);
+        state.mark_synced();
+        let mut last_heard = Instant::now();
+        let mut ticker = tokio::time::interval(PROGRESS_AFTER);
         loop {
             let message = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                _ = ticker.tick() => {
+                    let silent = last_heard.elapsed();
+                    if silent >= STALL_AFTER {
+                        return Err(SessionError::Stalled(silent));
+                    }
+                    if silent >= PROGRESS_AFTER {
+                        requests.request_progress().await?;
+                    }
+                    continue;
+                }
                 message = stream.message() => message?,
             };
+            last_heard = Instant::now();
             let Some(response) = message else { return Err(SessionError::Closed) };
             let Some(current) = view.as_mut() else { return Err(SessionError::Closed) };
             if response.canceled() {
@@ -108,15 +138,15 @@ async fn session(
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 changed |= match event.event_type() {
-                    EventType::Put => match entry_from(kv, state, reported) {
+                    EventType::Put => match ingest.entry(kv) {
                         Some(entry) => {
                             current.insert(entry);
                             true
                         }
                         // etcd no longer holds the old value, so answering it would be wrong: drop it.
-                        None => kv.key_str().map(|key| current.remove(key)).unwrap_or(false),
+                        None => remove(current, kv),
                     },
-                    EventType::Delete => kv.key_str().map(|key| current.remove(key)).unwrap_or(false),
+                    EventType::Delete => remove(current, kv),
                 };
             }
             if let Some(header) = response.header() {
@@ -125,43 +155,26 @@ async fn session(
             if changed {
                 state.publish(current);
             }
+            // Every message, progress notifications included, says the view is current up to its revision.
+            state.mark_synced();
         }
     }
 }
 
-async fn load(
-    client: &mut Client,
-    prefix: &str,
-    state: &State,
-    reported: &mut HashSet<(Vec<u8>, i64)>,
-) -> Result<View, SessionError> {
+fn remove(view: &mut View, kv: &KeyValue) -> bool {
+    kv.key_str().map(|key| view.remove(key)).unwrap_or(false)
+}
+
+async fn load(client: &mut Client, prefix: &str, ingest: &mut Ingest) -> Result<View, SessionError> {
     let response = tokio::time::timeout(LOAD_TIMEOUT, client.get(prefix, Some(GetOptions::new().with_prefix())))
         .await
         .map_err(|_| SessionError::Timeout(prefix.to_string()))??;
     let revision = response.header().map(|h| h.revision()).unwrap_or_default();
     let mut view = View::new(revision);
     for kv in response.kvs() {
-        if let Some(entry) = entry_from(kv, state, reported) {
+        if let Some(entry) = ingest.entry(kv) {
             view.insert(entry);
         }
     }
     Ok(view)
-}
-
-/// Parses one etcd key-value; a malformed one is skipped so the rest keeps answering. Each bad value (key
-/// and revision) is logged and counted once, however often a reload reads it again.
-fn entry_from(kv: &KeyValue, state: &State, reported: &mut HashSet<(Vec<u8>, i64)>) -> Option<Entry> {
-    let problem = match (kv.key_str(), Service::parse(kv.value())) {
-        (Ok(key), Ok(service)) => return Some(Entry { key: key.to_string(), service, lease: kv.lease() }),
-        (Err(_), _) => "key is not UTF-8".to_string(),
-        (Ok(_), Err(e)) => e.to_string(),
-    };
-    if reported.len() > 10_000 {
-        reported.clear(); // only a log de-duplication: bounded, at the price of an occasional repeat
-    }
-    if reported.insert((kv.key().to_vec(), kv.mod_revision())) {
-        state.malformed.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %problem, "skipping malformed SkyDNS value");
-    }
-    None
 }

@@ -74,8 +74,9 @@ pub fn respond(request: &[u8], transport: Transport, resolver: &Resolver<'_>) ->
 /// Encodes the response within `limit` bytes: first without the additional section (optional data), then as
 /// an empty truncated answer that tells the client to retry over TCP.
 fn encode(response: &Message, limit: u16) -> Option<Vec<u8>> {
-    let bytes = response.to_vec().ok()?;
-    if bytes.len() <= usize::from(limit) {
+    if let Ok(bytes) = response.to_vec()
+        && bytes.len() <= usize::from(limit)
+    {
         return Some(bytes);
     }
     if !response.additionals.is_empty() {
