@@ -60,3 +60,123 @@ fn hostile_packets_get_formerr_or_nothing() {
     }
     assert_eq!(dnsd.dig(&["SRV", "node.prom.local"]).answer.len(), 2);
 }
+
+/// A bounded fuzz run of the request path, in process: random bytes and mutations of valid queries. Nothing
+/// may panic, and no UDP answer may exceed what the client can take (its EDNS size, or 512 bytes).
+#[test]
+fn fuzzed_requests_never_panic_or_overflow_the_client() {
+    use dnsd::lease::{LeaseBounds, LeaseTable};
+    use dnsd::view::{Entry, View};
+    use dnsd::wire::{MAX_UDP_PAYLOAD, Transport, respond};
+    use dnsd::zone::{Catalog, Zone};
+    use hickory_proto::op::{Edns, Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    use promsd_common::{KeyPrefix, Service};
+
+    let mut view = View::new(42);
+    for i in 0..150 {
+        let service = Service { host: format!("10.0.{}.{}", i / 200, i % 200 + 1), port: 9100, ..Service::default() };
+        view.insert(Entry { key: format!("/skydns/local/prom/node/host{i:03}"), service, lease: 0 });
+    }
+    let named = Service { host: "host001.node.prom.local".into(), text: "t".repeat(400), ..Service::default() };
+    view.insert(Entry { key: "/skydns/local/prom/alias".into(), service: named, lease: 0 });
+    let catalog = Catalog::new(vec![Zone::new("prom.local").expect("zone")], KeyPrefix::new("/skydns"));
+    let leases = LeaseTable::default();
+    let resolver =
+        dnsd::answer::Resolver { catalog: &catalog, view: &view, leases: &leases, lease_bounds: LeaseBounds::default() };
+
+    let mut seeds = Vec::new();
+    for (name, rtype) in [
+        ("node.prom.local.", RecordType::SRV),
+        ("node.prom.local.", RecordType::A),
+        ("*.node.prom.local.", RecordType::AAAA),
+        ("alias.prom.local.", RecordType::TXT),
+        ("alias.prom.local.", RecordType::A),
+        ("prom.local.", RecordType::NS),
+        ("missing.prom.local.", RecordType::MX),
+        ("example.org.", RecordType::ANY),
+    ] {
+        for payload in [None, Some(512u16), Some(1232), Some(4096)] {
+            let mut query = Message::query();
+            query.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype));
+            if let Some(payload) = payload {
+                let mut edns = Edns::new();
+                edns.set_max_payload(payload);
+                query.set_edns(edns);
+            }
+            seeds.push(query.to_vec().expect("encode"));
+        }
+    }
+
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    for round in 0..300_000 {
+        if started.elapsed() > Duration::from_secs(60) {
+            break; // bounded in time as well as in count
+        }
+        let packet: Vec<u8> = if round % 3 == 0 {
+            (0..next() % 600).map(|_| next() as u8).collect()
+        } else {
+            let mut packet = seeds[next() as usize % seeds.len()].clone();
+            for _ in 0..=next() % 4 {
+                let at = next() as usize % packet.len();
+                match next() % 3 {
+                    0 => packet[at] ^= 1 << (next() % 8),
+                    1 => packet[at] = next() as u8,
+                    _ => packet.truncate(at.max(1)),
+                }
+            }
+            packet
+        };
+        let limit = match Message::from_vec(&packet) {
+            Ok(message) => message.edns.map(|e| e.max_payload().clamp(512, MAX_UDP_PAYLOAD)).unwrap_or(512),
+            Err(_) => 512,
+        };
+        if let Some(response) = respond(&packet, Transport::Udp, &resolver) {
+            answered += 1;
+            assert!(response.len() <= usize::from(limit), "{} bytes > {limit} for {packet:?}", response.len());
+        }
+        if let Some(response) = respond(&packet, Transport::Tcp, &resolver) {
+            assert!(response.len() <= usize::from(u16::MAX));
+        }
+    }
+    assert!(answered > 1000, "the fuzz run must reach the answering code, not only the parser ({answered})");
+}
+
+#[test]
+fn every_kind_of_malformed_value_is_skipped_while_running() {
+    let etcd = Etcd::start();
+    load_seed(&etcd);
+    let dnsd = Dnsd::start(&etcd.endpoint, &[ZONE]);
+    let long_label = "a".repeat(64);
+    let long_name = vec!["abcdefghij"; 26].join("/");
+    let huge = format!(r#"{{"host":"10.0.0.1","text":"{}"}}"#, "x".repeat(20_000));
+    let bad: Vec<(String, String)> = vec![
+        ("/skydns/local/prom/node/json".into(), "{not json".into()),
+        ("/skydns/local/prom/node/types".into(), r#"{"host":["10.0.0.1"],"port":"9100"}"#.into()),
+        ("/skydns/local/prom/node/huge".into(), huge),
+        ("/skydns/local/prom/node/badhost".into(), r#"{"host":"not a host!","port":9100}"#.into()),
+        ("/skydns/local/prom/node/port".into(), r#"{"host":"10.0.0.1","port":65536}"#.into()),
+        ("/skydns/local/prom/node/negative".into(), r#"{"host":"10.0.0.1","port":-7}"#.into()),
+        (format!("/skydns/local/prom/node/{long_label}"), r#"{"host":"10.0.0.1","port":9100}"#.into()),
+        (format!("/skydns/local/prom/node/{long_name}"), r#"{"host":"10.0.0.1","port":9100}"#.into()),
+        ("/skydns/org/example/outside".into(), r#"{"host":"10.0.0.1"}"#.into()),
+        ("/skydns/local/prom/node/hostlabel".into(), format!(r#"{{"host":"{long_label}.example.org","port":1}}"#)),
+    ];
+    for (key, value) in &bad {
+        etcd.put(key, value);
+    }
+    etcd.put("/skydns/local/prom/node/server03", r#"{"host":"192.168.1.3","port":9100}"#);
+    let srv = dnsd.dig_until(&["SRV", "node.prom.local"], |d| d.answer.len() == 3);
+    assert!(srv.answer.iter().all(|r| r.contains(" 9100 server0")), "only the valid ones: {}", srv.raw);
+    let (_, metrics) = promsd_tests::http_get(dnsd.web, "/metrics").expect("metrics");
+    assert!(metrics.contains(&format!("dnsd_malformed_entries_skipped_total {}\n", bad.len())), "{metrics}");
+    assert_eq!(dnsd.dig(&["+tcp", "SRV", "node.prom.local"]).answer.len(), 3);
+}
