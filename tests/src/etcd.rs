@@ -115,3 +115,116 @@ impl Etcd {
         self.process.log()
     }
 }
+
+/// A real etcd cluster of several members on loopback, whose members can be killed and restarted with their
+/// data, for failover, outage and compaction tests.
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    dir: TempDir,
+}
+
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    process: Option<Process>,
+}
+
+impl EtcdCluster {
+    pub fn start(size: usize) -> Self {
+        require("etcd");
+        require("etcdctl");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let members: Vec<Member> = (0..size)
+            .map(|i| Member { name: format!("m{i}"), client_port: free_port(), peer_port: free_port(), process: None })
+            .collect();
+        let mut cluster = Self { members, dir };
+        for i in 0..size {
+            cluster.restart(i);
+        }
+        eventually("the etcd cluster to serve requests", Duration::from_secs(30), || {
+            cluster.try_etcdctl(&["put", "/promsd-test/ready", "1"]).ok()
+        });
+        cluster
+    }
+
+    fn initial_cluster(&self) -> String {
+        let peers: Vec<String> =
+            self.members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port)).collect();
+        peers.join(",")
+    }
+
+    /// Starts member `i` (again), with the data it had.
+    pub fn restart(&mut self, i: usize) {
+        let initial = self.initial_cluster();
+        let data = self.dir.path().join(&self.members[i].name);
+        let member = &mut self.members[i];
+        let client = format!("http://127.0.0.1:{}", member.client_port);
+        let peer = format!("http://127.0.0.1:{}", member.peer_port);
+        let mut command = Command::new("etcd");
+        command
+            .args(["--name", &member.name, "--data-dir"])
+            .arg(&data)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &initial, "--initial-cluster-state", "new"])
+            .args(["--heartbeat-interval", "100", "--election-timeout", "1000"]);
+        let log = self.dir.path().join(format!("{}.log", member.name));
+        member.process = Some(Process::spawn(&member.name, command, &log));
+    }
+
+    /// Kills member `i` (SIGKILL, as a crashed host).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut process) = self.members[i].process.take() {
+            process.kill();
+        }
+    }
+
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].client_port)
+    }
+
+    /// All client URLs, comma separated.
+    pub fn endpoints(&self) -> String {
+        (0..self.members.len()).map(|i| self.endpoint(i)).collect::<Vec<_>>().join(",")
+    }
+
+    /// The endpoints of the members that are running.
+    pub fn live_endpoints(&self) -> String {
+        let live: Vec<String> =
+            (0..self.members.len()).filter(|&i| self.members[i].process.is_some()).map(|i| self.endpoint(i)).collect();
+        live.join(",")
+    }
+
+    pub fn try_etcdctl(&self, args: &[&str]) -> Result<String, String> {
+        let output = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.live_endpoints(), "--command-timeout", "5s"])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        self.try_etcdctl(args).unwrap_or_else(|e| panic!("etcdctl {args:?} failed: {e}"))
+    }
+
+    /// The index of the current leader, asked of the live members.
+    pub fn leader(&self) -> usize {
+        eventually("a leader", Duration::from_secs(20), || {
+            let status = self.try_etcdctl(&["endpoint", "status", "-w", "json"]).ok()?;
+            let json: serde_json::Value = serde_json::from_str(&status).ok()?;
+            json.as_array()?.iter().find_map(|member| {
+                let status = &member["Status"];
+                let is_leader = status["header"]["member_id"].as_u64()? == status["leader"].as_u64()?;
+                let endpoint = member["Endpoint"].as_str()?;
+                is_leader.then(|| (0..self.members.len()).find(|&i| self.endpoint(i) == endpoint)).flatten()
+            })
+        })
+    }
+}

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use dig::{Dig, dig};
-pub use etcd::Etcd;
+pub use etcd::{Etcd, EtcdCluster};
 pub use netns::Netns;
 pub use process::Process;
 

@@ -59,7 +59,8 @@ impl Ingest {
         let service = Service::parse(kv.value()).map_err(|e| e.to_string())?;
         let host = service.host.trim_end_matches('.');
         if !host.is_empty() && host.parse::<IpAddr>().is_err() {
-            check_name(host).map_err(|e| format!("host {:?} is neither an IP address nor a valid name: {e}", service.host))?;
+            check_name(host)
+                .map_err(|e| format!("host {:?} is neither an IP address nor a valid name: {e}", service.host))?;
         }
         Ok(Entry { key: key.to_string(), service, lease: kv.lease() })
     }

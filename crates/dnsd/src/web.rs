@@ -91,13 +91,28 @@ fn metrics(state: &State) -> String {
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
     };
-    metric("dnsd_ready", "gauge", "Whether the first load from etcd has completed.", u8::from(state.is_ready()).to_string());
-    metric("dnsd_etcd_connected", "gauge", "Whether a watch on etcd is established.", u8::from(state.is_connected()).to_string());
+    metric(
+        "dnsd_ready",
+        "gauge",
+        "Whether the first load from etcd has completed.",
+        u8::from(state.is_ready()).to_string(),
+    );
+    metric(
+        "dnsd_etcd_connected",
+        "gauge",
+        "Whether a watch on etcd is established.",
+        u8::from(state.is_connected()).to_string(),
+    );
     let age = state.view_age().map(|a| format!("{:.3}", a.as_secs_f64())).unwrap_or_else(|| "NaN".into());
     metric("dnsd_view_age_seconds", "gauge", "Seconds since etcd last confirmed the view is current.", age);
     metric("dnsd_view_keys", "gauge", "SkyDNS keys in the view answers come from.", view.len().to_string());
     metric("dnsd_view_revision", "gauge", "etcd revision the view reflects.", view.revision.to_string());
-    metric("dnsd_resyncs_total", "counter", "Full reloads of the view after the first (after compaction).", state.resyncs.load(std::sync::atomic::Ordering::Relaxed).to_string());
+    metric(
+        "dnsd_resyncs_total",
+        "counter",
+        "Full reloads of the view after the first (after compaction).",
+        state.resyncs.load(std::sync::atomic::Ordering::Relaxed).to_string(),
+    );
     metric(
         "dnsd_malformed_entries_skipped_total",
         "counter",

@@ -82,8 +82,12 @@ fn fuzzed_requests_never_panic_or_overflow_the_client() {
     view.insert(Entry { key: "/skydns/local/prom/alias".into(), service: named, lease: 0 });
     let catalog = Catalog::new(vec![Zone::new("prom.local").expect("zone")], KeyPrefix::new("/skydns"));
     let leases = LeaseTable::default();
-    let resolver =
-        dnsd::answer::Resolver { catalog: &catalog, view: &view, leases: &leases, lease_bounds: LeaseBounds::default() };
+    let resolver = dnsd::answer::Resolver {
+        catalog: &catalog,
+        view: &view,
+        leases: &leases,
+        lease_bounds: LeaseBounds::default(),
+    };
 
     let mut seeds = Vec::new();
     for (name, rtype) in [
