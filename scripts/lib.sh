@@ -12,7 +12,7 @@ ensure_packages() {
     local pairs=(
         etcd:etcd-server etcdctl:etcd-client dig:bind9-dnsutils prometheus:prometheus
         prometheus-node-exporter:prometheus-node-exporter protoc:protobuf-compiler curl:curl ip:iproute2
-        unshare:util-linux nsenter:util-linux systemd-analyze:systemd pgrep:procps cc:gcc "$@"
+        unshare:util-linux nsenter:util-linux systemd-analyze:systemd pgrep:procps openssl:openssl cc:gcc "$@"
     )
     local missing=() pair
     for pair in "${pairs[@]}"; do

@@ -5,5 +5,6 @@ mod cluster;
 mod corefile;
 mod discovery;
 mod prometheus;
+mod security;
 mod stack;
 mod systemd;

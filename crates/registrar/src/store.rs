@@ -87,6 +87,7 @@ impl Store {
         let start = Instant::now();
         let deadline = start + self.timeout;
         let mut backoff = Duration::from_millis(100);
+        let mut last = String::new();
         let mut endpoints = self.etcd.endpoints.join(",");
         if let Some(domain) = &self.etcd.discovery_srv {
             endpoints = format!("SRV records of {domain}");
@@ -100,6 +101,10 @@ impl Store {
                         return Err(StoreError::Config(e));
                     }
                     Err(EtcdError::Endpoint(e)) => return Err(StoreError::Config(EtcdError::Endpoint(e))),
+                    // Connecting authenticates: a wrong password is final, not a reason to retry.
+                    Err(EtcdError::Client { endpoints, source }) if is_permanent(&source) => {
+                        return Err(StoreError::Refused { endpoints, source });
+                    }
                     Err(e) => return Ok(Err(e.to_string())),
                 };
                 endpoints = resolved.join(",");
@@ -109,12 +114,14 @@ impl Store {
                     Err(e) => Ok(Err(promsd_common::etcd::describe(&e))),
                 }
             };
-            let last = match tokio::time::timeout(remaining.max(Duration::from_millis(1)), attempt).await {
+            match tokio::time::timeout(remaining.max(Duration::from_millis(1)), attempt).await {
                 Ok(Ok(Ok(value))) => return Ok(value),
                 Ok(Err(fatal)) => return Err(fatal),
-                Ok(Ok(Err(transient))) => transient,
-                Err(_) => "timed out".to_string(),
-            };
+                Ok(Ok(Err(transient))) => last = transient,
+                // An attempt cut short by the deadline says less than the error before it, if there was one.
+                Err(_) if last.is_empty() => last = "timed out".to_string(),
+                Err(_) => {}
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 if endpoints.is_empty() {
