@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use promsd_tests::{Etcd, Process, eventually, free_port, require};
+use promsd_tests::{Etcd, EtcdCluster, Process, eventually, free_port, require};
 
 use crate::registrar;
 
@@ -25,11 +25,15 @@ fn node_exporter_args() -> Vec<String> {
 }
 
 fn start(etcd: &Etcd, instance: &str, extra: &[&str], command: Vec<String>) -> Supervised {
+    start_on(&etcd.endpoint, instance, extra, command)
+}
+
+fn start_on(endpoints: &str, instance: &str, extra: &[&str], command: Vec<String>) -> Supervised {
     require("prometheus-node-exporter");
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let mut cmd = registrar();
-    cmd.args(["run", "--endpoints", &etcd.endpoint, "--zone", "prom.local", "--service", "node"])
+    cmd.args(["run", "--endpoints", endpoints, "--zone", "prom.local", "--service", "node"])
         .args(["--instance", instance, "--address", "127.0.0.1", "--port", &port.to_string()])
         .args(extra)
         .arg("--")
@@ -113,4 +117,58 @@ fn exit_status_passes_through_without_registering() {
     let status = s.registrar.wait_timeout(Duration::from_secs(10)).expect("registrar exits");
     assert_eq!(status.code(), Some(3));
     assert_eq!(etcd.get(&s.key), None);
+}
+
+#[test]
+fn registers_once_etcd_comes_back_after_a_boot_without_it() {
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut s = start_on(&endpoint, "late", &[], node_exporter_args());
+    eventually("the exporter to listen", Duration::from_secs(10), || listening(s.port).then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(s.registrar.is_running(), "the exporter keeps running while etcd is away: {}", s.registrar.log());
+    let etcd = Etcd::start_on_port(port);
+    wait_registered(&etcd, &s);
+    s.registrar.signal("TERM");
+    s.registrar.wait_timeout(Duration::from_secs(15)).expect("registrar exits");
+    assert_eq!(etcd.get(&s.key), None);
+}
+
+#[test]
+fn lease_mode_survives_an_outage_longer_than_the_ttl() {
+    let mut cluster = EtcdCluster::start(1);
+    let s = start_on(&cluster.endpoints(), "outage", &["--lease-ttl", "3s"], node_exporter_args());
+    let get = |cluster: &EtcdCluster| cluster.etcdctl(&["get", "--print-value-only", &s.key]).trim().to_string();
+    eventually("registered", Duration::from_secs(20), || (!get(&cluster).is_empty()).then_some(()));
+    cluster.kill(0);
+    std::thread::sleep(Duration::from_secs(8));
+    cluster.restart(0);
+    eventually("etcd back", Duration::from_secs(20), || cluster.try_etcdctl(&["endpoint", "health"]).ok());
+    eventually("registered again", Duration::from_secs(20), || (!get(&cluster).is_empty()).then_some(()));
+    // Held, not a leftover: still there after several TTLs.
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(1000));
+        assert!(!get(&cluster).is_empty(), "the record must stay while the exporter runs: {}", s.registrar.log());
+    }
+}
+
+#[test]
+fn lease_mode_survives_a_leader_change() {
+    let mut cluster = EtcdCluster::start(3);
+    let s = start_on(&cluster.endpoints(), "leader", &["--lease-ttl", "3s"], node_exporter_args());
+    let present = |cluster: &EtcdCluster| {
+        cluster.try_etcdctl(&["get", "--print-value-only", &s.key]).map(|v| !v.trim().is_empty())
+    };
+    eventually("registered", Duration::from_secs(20), || present(&cluster).unwrap_or(false).then_some(()));
+    let leader = cluster.leader();
+    cluster.kill(leader);
+    let deadline = std::time::Instant::now() + Duration::from_secs(12);
+    while std::time::Instant::now() < deadline {
+        // Reads can fail while a new leader is elected; a read that succeeds must find the record.
+        if let Ok(found) = present(&cluster) {
+            assert!(found, "the record vanished after the leader died: {}", s.registrar.log());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(present(&cluster), Ok(true));
 }
