@@ -232,3 +232,25 @@ fn verify(runtime: &tokio::runtime::Runtime, cluster: &EtcdCluster, dnsd: &Dnsd)
         }
     }
 }
+
+/// A member that freezes (SIGSTOP) keeps its TCP connections open and never errors: dnsd must notice the
+/// silence by itself, say so, and catch up once the member answers again.
+#[test]
+fn a_frozen_member_is_noticed_without_any_stream_error() {
+    let cluster = EtcdCluster::start(3);
+    put_seed(&cluster);
+    let dnsd = start_dnsd(&cluster.endpoint(0));
+    eventually("connected", Duration::from_secs(10), || {
+        (metric(&dnsd, "dnsd_etcd_connected") == Some(1.0)).then_some(())
+    });
+    cluster.signal(0, "STOP");
+    eventually("the silence to be noticed", Duration::from_secs(40), || {
+        (metric(&dnsd, "dnsd_etcd_connected") == Some(0.0)).then_some(())
+    });
+    assert!(three_targets(&dig(dnsd.dns, &["SRV", "node.prom.local"])), "still answering from the view");
+    cluster.etcdctl(&["put", "/skydns/local/prom/node/during", r#"{"host":"10.0.0.8","port":9100}"#]);
+    cluster.signal(0, "CONT");
+    eventually("the change made while frozen", Duration::from_secs(30), || {
+        (dig(dnsd.dns, &["SRV", "node.prom.local"]).answer.len() == 4).then_some(())
+    });
+}

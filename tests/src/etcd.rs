@@ -180,6 +180,13 @@ impl EtcdCluster {
         }
     }
 
+    /// Sends a signal by name to member `i` (STOP freezes it: its connections stay open but silent).
+    pub fn signal(&self, i: usize, signal: &str) {
+        if let Some(process) = &self.members[i].process {
+            process.signal(signal);
+        }
+    }
+
     pub fn endpoint(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}", self.members[i].client_port)
     }
