@@ -190,11 +190,20 @@ fn churn(runtime: &tokio::runtime::Runtime, endpoint: &str, seed: &mut u64) {
                 *seed ^= *seed >> 7;
                 *seed ^= *seed << 17;
                 let key = format!("/skydns/local/prom/churn/n{}", *seed % NAMES);
-                if (*seed >> 20) % 3 == 0 {
-                    client.delete(key, None).await.expect("delete");
-                } else {
-                    let value = format!(r#"{{"host":"10.2.{}.{}"}}"#, (*seed >> 8) % 250, (*seed >> 16) % 250 + 1);
-                    client.put(key, value, None).await.expect("put");
+                let delete = (*seed >> 20).is_multiple_of(3);
+                let value = format!(r#"{{"host":"10.2.{}.{}"}}"#, (*seed >> 8) % 250, (*seed >> 16) % 250 + 1);
+                // A loaded machine can make etcd time out a request; retry it rather than fail the test.
+                for attempt in 0.. {
+                    let done = if delete {
+                        client.delete(key.as_str(), None).await.map(|_| ())
+                    } else {
+                        client.put(key.as_str(), value.as_str(), None).await.map(|_| ())
+                    };
+                    match done {
+                        Ok(()) => break,
+                        Err(e) if attempt < 20 => eprintln!("retrying after {e}"),
+                        Err(e) => panic!("etcd kept failing: {e}"),
+                    }
                 }
             }
             let revision = client.get("/", None).await.expect("get").header().expect("header").revision();

@@ -168,7 +168,8 @@ impl EtcdCluster {
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &initial, "--initial-cluster-state", "new"])
-            .args(["--heartbeat-interval", "100", "--election-timeout", "1000"]);
+            // Twice etcd's defaults: tests share two cores, and missed heartbeats would start elections.
+            .args(["--heartbeat-interval", "200", "--election-timeout", "2000"]);
         let log = self.dir.path().join(format!("{}.log", member.name));
         member.process = Some(Process::spawn(&member.name, command, &log));
     }

@@ -124,10 +124,7 @@ async fn keep_registered(
             let (mut client, endpoints) = etcd.connect().await.map_err(|e| e.to_string())?;
             match lease_ttl {
                 None => {
-                    client
-                        .put(registration.key.as_str(), value.as_str(), None)
-                        .await
-                        .map_err(|e| promsd_common::etcd::describe(&e))?;
+                    call(Duration::from_secs(5), client.put(registration.key.as_str(), value.as_str(), None)).await?;
                     tracing::info!(key = %registration.key, %value, endpoints = %endpoints.join(","), "registered");
                     stop.cancelled().await;
                     Ok(())
@@ -147,10 +144,15 @@ async fn keep_registered(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        // Under a lease, retry well within its TTL so a short outage does not let it lapse.
+        let cap = lease_ttl.map(|ttl| (ttl / 3).clamp(Duration::from_millis(100), MAX_BACKOFF)).unwrap_or(MAX_BACKOFF);
+        backoff = (backoff * 2).min(cap);
     }
 }
 
+/// Holds the record under a lease until `stop`. After a reconnect (a leader change, an outage) the lease
+/// already held is kept alive again if etcd still has it, so it cannot lapse while a new one is granted;
+/// only a lease that is gone is replaced, and the record written again under the new one.
 async fn hold_lease(
     client: &mut Client,
     key: &str,
@@ -160,29 +162,69 @@ async fn hold_lease(
     stop: &CancellationToken,
 ) -> Result<(), String> {
     let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-    let granted = client.lease_grant(ttl_secs, None).await.map_err(|e| promsd_common::etcd::describe(&e))?;
-    let id = granted.id();
-    if let Ok(mut current) = lease.lock() {
-        *current = Some(id);
+    // No call may wait longer than the lease lives: a stuck call would let it lapse unnoticed.
+    let limit = ttl.clamp(Duration::from_secs(1), Duration::from_secs(5));
+    let held = lease.lock().ok().and_then(|l| *l);
+    let mut kept = None;
+    if let Some(id) = held {
+        let (mut keeper, mut responses) = call(limit, client.lease_keep_alive(id)).await?;
+        call(limit, keeper.keep_alive()).await?;
+        if let Some(response) = call(limit, responses.message()).await?
+            && response.ttl() > 0
+        {
+            kept = Some((id, keeper, responses));
+        }
     }
-    client
-        .put(key, value, Some(PutOptions::new().with_lease(id)))
-        .await
-        .map_err(|e| promsd_common::etcd::describe(&e))?;
-    tracing::info!(%key, %value, lease = id, ttl = ttl_secs, "registered with lease");
-    let (mut keeper, mut responses) =
-        client.lease_keep_alive(id).await.map_err(|e| promsd_common::etcd::describe(&e))?;
+    let (id, mut keeper, mut responses) = match kept {
+        Some(kept) => {
+            // The lease survived; make sure the record is still the one we wrote under it.
+            let current = call(limit, client.get(key, None)).await?;
+            let intact = current.kvs().first().is_some_and(|kv| kv.value() == value.as_bytes() && kv.lease() == kept.0);
+            if !intact {
+                call(limit, client.put(key, value, Some(PutOptions::new().with_lease(kept.0)))).await?;
+            }
+            tracing::info!(%key, lease = kept.0, "lease kept alive after reconnecting");
+            kept
+        }
+        None => {
+            let id = call(limit, client.lease_grant(ttl_secs, None)).await?.id();
+            if let Ok(mut current) = lease.lock() {
+                *current = Some(id);
+            }
+            call(limit, client.put(key, value, Some(PutOptions::new().with_lease(id)))).await?;
+            tracing::info!(%key, %value, lease = id, ttl = ttl_secs, "registered with lease");
+            let (keeper, responses) = call(limit, client.lease_keep_alive(id)).await?;
+            (id, keeper, responses)
+        }
+    };
     let mut tick = tokio::time::interval(Duration::from_secs((ttl_secs as u64 / 3).max(1)));
+    let mut last_answer = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            _ = tick.tick() => keeper.keep_alive().await.map_err(|e| promsd_common::etcd::describe(&e))?,
+            _ = tick.tick() => {
+                if last_answer.elapsed() > ttl {
+                    return Err(format!("no keepalive answer for lease {id} in {ttl:?}"));
+                }
+                call(limit, keeper.keep_alive()).await?;
+            }
             response = responses.message() => match response.map_err(|e| promsd_common::etcd::describe(&e))? {
-                Some(response) if response.ttl() > 0 => {}
+                Some(response) if response.ttl() > 0 => last_answer = tokio::time::Instant::now(),
                 Some(_) => return Err(format!("lease {id} expired")),
                 None => return Err("lease keepalive stream closed".into()),
             },
         }
+    }
+}
+
+/// One etcd call, bounded in time, its error described for a person.
+async fn call<T>(
+    limit: Duration,
+    future: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, future).await {
+        Ok(result) => result.map_err(|e| promsd_common::etcd::describe(&e)),
+        Err(_) => Err(format!("etcd did not answer within {limit:?}")),
     }
 }
 
