@@ -201,7 +201,10 @@ fn churn(runtime: &tokio::runtime::Runtime, endpoint: &str, seed: &mut u64) {
                     };
                     match done {
                         Ok(()) => break,
-                        Err(e) if attempt < 20 => eprintln!("retrying after {e}"),
+                        Err(e) if attempt < 50 => {
+                            eprintln!("retrying after {e}");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
                         Err(e) => panic!("etcd kept failing: {e}"),
                     }
                 }

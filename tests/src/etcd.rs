@@ -142,9 +142,23 @@ impl EtcdCluster {
         for i in 0..size {
             cluster.restart(i);
         }
-        eventually("the etcd cluster to serve requests", Duration::from_secs(30), || {
-            cluster.try_etcdctl(&["put", "/promsd-test/ready", "1"]).ok()
-        });
+        // Every member healthy, not just a quorum: a test that kills one must leave a quorum behind.
+        for i in 0..size {
+            let endpoint = cluster.endpoint(i);
+            let healthy = (0..300).any(|_| {
+                let ok = Command::new("etcdctl")
+                    .env("ETCDCTL_API", "3")
+                    .args(["--endpoints", &endpoint, "endpoint", "health"])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if !ok {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                ok
+            });
+            let log = std::fs::read_to_string(cluster.dir.path().join(format!("m{i}.log"))).unwrap_or_default();
+            assert!(healthy, "etcd member m{i} did not become healthy:\n{log}");
+        }
         cluster
     }
 

@@ -16,12 +16,19 @@ pub use etcd::{Etcd, EtcdCluster};
 pub use netns::Netns;
 pub use process::Process;
 
-/// A loopback port that is free for both TCP and UDP right now.
+/// A loopback port that is free for both TCP and UDP right now, and never handed out twice in one test
+/// process. Ports come from below Linux's ephemeral range (32768 and up), so no outgoing connection can take
+/// one between this call and the bind of the server it is meant for.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 600) * 20;
     loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a loopback TCP port");
-        let port = tcp.local_addr().expect("local addr").port();
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(base + offset % 12_000).unwrap_or(20_000);
+        let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)) else { continue };
         if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            drop(tcp);
             return port;
         }
     }
