@@ -8,6 +8,7 @@ pub mod config;
 pub mod corefile;
 pub mod ingest;
 pub mod lease;
+pub mod metrics;
 pub mod server;
 pub mod view;
 pub mod watch;
@@ -33,6 +34,7 @@ pub struct State {
     pub leases: lease::LeaseTable,
     pub lease_bounds: lease::LeaseBounds,
     pub log_queries: bool,
+    pub queries: metrics::QueryMetrics,
     /// Values skipped because they do not parse (each key and revision counted once).
     pub malformed: AtomicU64,
     /// Full reloads after the first (after compaction).
@@ -51,6 +53,7 @@ impl State {
             leases: lease::LeaseTable::default(),
             lease_bounds: config.lease_bounds,
             log_queries: config.log_queries,
+            queries: metrics::QueryMetrics::default(),
             malformed: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
             connected: AtomicBool::new(false),

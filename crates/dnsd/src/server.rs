@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::State;
-use crate::wire::{Transport, respond};
+use crate::wire::{Transport, respond_with_outcome};
 
 /// How long a TCP connection may sit idle between queries (RFC 7766 suggests seconds, not minutes).
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,14 +19,15 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_TCP_CONNECTIONS: usize = 1024;
 
 fn answer(state: &State, request: &[u8], transport: Transport, peer: SocketAddr) -> Option<Vec<u8>> {
+    let started = std::time::Instant::now();
     let view = state.view();
     let resolver = state.resolver(&view);
-    if !state.log_queries {
-        return respond(request, transport, &resolver);
+    let (response, outcome) = respond_with_outcome(request, transport, &resolver);
+    let took = started.elapsed();
+    state.queries.record(transport, outcome, took);
+    if state.log_queries {
+        query_log(peer, request, response.as_deref(), transport, took);
     }
-    let started = std::time::Instant::now();
-    let response = respond(request, transport, &resolver);
-    query_log(peer, request, response.as_deref(), transport, started.elapsed());
     response
 }
 

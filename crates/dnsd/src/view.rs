@@ -49,6 +49,13 @@ impl View {
         self.entries.get(key).map(|e| e.as_ref())
     }
 
+    /// How many distinct names hold keys directly below them (services, in registrar's terms).
+    pub fn parents(&self) -> usize {
+        let parents: std::collections::HashSet<&str> =
+            self.entries.keys().filter_map(|k| k.rsplit_once('/').map(|(parent, _)| parent)).collect();
+        parents.len()
+    }
+
     /// The lease of every leased key (repeated for keys that share one).
     pub fn leases(&self) -> impl Iterator<Item = i64> + '_ {
         self.entries.values().map(|e| e.lease).filter(|&lease| lease != 0)

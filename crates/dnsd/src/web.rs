@@ -55,7 +55,7 @@ fn route(request: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
         "/ready" if state.is_ready() => text(StatusCode::OK, "OK".into()),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "waiting for the first load from etcd".into()),
         "/metrics" => {
-            let mut response = text(StatusCode::OK, metrics(state));
+            let mut response = text(StatusCode::OK, crate::metrics::render(state));
             response.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -82,44 +82,6 @@ fn route(request: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
         }
         _ => text(StatusCode::NOT_FOUND, "Not found.\n".into()),
     }
-}
-
-/// The view's state in the Prometheus text format.
-fn metrics(state: &State) -> String {
-    let view = state.view();
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
-    };
-    metric(
-        "dnsd_ready",
-        "gauge",
-        "Whether the first load from etcd has completed.",
-        u8::from(state.is_ready()).to_string(),
-    );
-    metric(
-        "dnsd_etcd_connected",
-        "gauge",
-        "Whether a watch on etcd is established.",
-        u8::from(state.is_connected()).to_string(),
-    );
-    let age = state.view_age().map(|a| format!("{:.3}", a.as_secs_f64())).unwrap_or_else(|| "NaN".into());
-    metric("dnsd_view_age_seconds", "gauge", "Seconds since etcd last confirmed the view is current.", age);
-    metric("dnsd_view_keys", "gauge", "SkyDNS keys in the view answers come from.", view.len().to_string());
-    metric("dnsd_view_revision", "gauge", "etcd revision the view reflects.", view.revision.to_string());
-    metric(
-        "dnsd_resyncs_total",
-        "counter",
-        "Full reloads of the view after the first (after compaction).",
-        state.resyncs.load(std::sync::atomic::Ordering::Relaxed).to_string(),
-    );
-    metric(
-        "dnsd_malformed_entries_skipped_total",
-        "counter",
-        "Values skipped because they do not parse or do not fit in DNS.",
-        state.malformed_skipped().to_string(),
-    );
-    out
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -2,7 +2,7 @@
 //! what the transport allows. Nothing a client sends can panic here; unparseable queries get FORMERR.
 
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::DNSClass;
+use hickory_proto::rr::{DNSClass, RecordType};
 
 use crate::answer::Resolver;
 
@@ -18,19 +18,37 @@ pub enum Transport {
     Tcp,
 }
 
+/// What a request came to, for the metrics: its question type (when it had one) and the response code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub qtype: Option<RecordType>,
+    /// None when nothing was sent back.
+    pub rcode: Option<ResponseCode>,
+}
+
 /// Answers one DNS message. Returns None for input that must not be answered (responses, runts).
 pub fn respond(request: &[u8], transport: Transport, resolver: &Resolver<'_>) -> Option<Vec<u8>> {
+    respond_with_outcome(request, transport, resolver).0
+}
+
+/// [`respond`], also telling what the request came to.
+pub fn respond_with_outcome(
+    request: &[u8],
+    transport: Transport,
+    resolver: &Resolver<'_>,
+) -> (Option<Vec<u8>>, Outcome) {
     let request = match Message::from_vec(request) {
         Ok(message) => message,
-        Err(_) => return formerr(request),
+        Err(_) => {
+            let reply = formerr(request);
+            let rcode = reply.is_some().then_some(ResponseCode::FormErr);
+            return (reply, Outcome { qtype: None, rcode });
+        }
     };
     if request.metadata.message_type != MessageType::Query {
-        return None;
+        return (None, Outcome { qtype: None, rcode: None });
     }
-    let mut response = Message::new(request.metadata.id, MessageType::Response, request.metadata.op_code);
-    response.metadata = Metadata::response_from_request(&request.metadata);
-    response.add_queries(request.queries.iter().cloned());
-
+    let qtype = request.queries.first().map(|q| q.query_type());
     let limit = match transport {
         Transport::Tcp => u16::MAX,
         Transport::Udp => match &request.edns {
@@ -38,6 +56,17 @@ pub fn respond(request: &[u8], transport: Transport, resolver: &Resolver<'_>) ->
             None => PLAIN_UDP_PAYLOAD,
         },
     };
+    let response = build(&request, resolver);
+    let rcode = response.metadata.response_code;
+    let bytes = encode(&response, limit);
+    let rcode = bytes.is_some().then_some(rcode);
+    (bytes, Outcome { qtype, rcode })
+}
+
+fn build(request: &Message, resolver: &Resolver<'_>) -> Message {
+    let mut response = Message::new(request.metadata.id, MessageType::Response, request.metadata.op_code);
+    response.metadata = Metadata::response_from_request(&request.metadata);
+    response.add_queries(request.queries.iter().cloned());
     if let Some(req_edns) = &request.edns {
         let mut edns = Edns::new();
         edns.set_max_payload(MAX_UDP_PAYLOAD);
@@ -45,30 +74,28 @@ pub fn respond(request: &[u8], transport: Transport, resolver: &Resolver<'_>) ->
         response.set_edns(edns);
         if req_edns.version() > 0 {
             response.metadata.response_code = ResponseCode::BADVERS;
-            return encode(&response, limit);
+            return response;
         }
     }
-
     if request.metadata.op_code != OpCode::Query {
         response.metadata.response_code = ResponseCode::NotImp;
-        return encode(&response, limit);
+        return response;
     }
     let [query] = request.queries.as_slice() else {
         response.metadata.response_code = ResponseCode::FormErr;
-        return encode(&response, limit);
+        return response;
     };
     if query.query_class() != DNSClass::IN {
         response.metadata.response_code = ResponseCode::Refused;
-        return encode(&response, limit);
+        return response;
     }
-
     let answer = resolver.resolve(query);
     response.metadata.response_code = answer.rcode;
     response.metadata.authoritative = answer.authoritative;
     response.answers = answer.answers;
     response.authorities = answer.authorities;
     response.additionals = answer.additionals;
-    encode(&response, limit)
+    response
 }
 
 /// Encodes the response within `limit` bytes: first without the additional section (optional data), then as

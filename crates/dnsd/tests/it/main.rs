@@ -4,5 +4,6 @@ mod answers;
 mod conformance;
 mod corefile;
 mod following;
+mod metrics;
 mod robustness;
 mod server;
