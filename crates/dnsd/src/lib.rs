@@ -4,6 +4,7 @@
 //! [`run`] takes already-bound sockets, so tests run the server in process on port 0.
 
 pub mod answer;
+pub mod cache;
 pub mod config;
 pub mod corefile;
 pub mod ingest;
@@ -95,6 +96,11 @@ impl State {
     /// The current snapshot; queries hold it while they answer, so a concurrent swap never tears an answer.
     pub fn view(&self) -> arc_swap::Guard<Arc<View>> {
         self.view.load()
+    }
+
+    /// The current snapshot as a shareable pointer (its identity tells caches the view changed).
+    pub fn view_arc(&self) -> Arc<View> {
+        self.view.load_full()
     }
 
     /// Replaces the snapshot and marks dnsd ready.

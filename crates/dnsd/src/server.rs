@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::State;
+use crate::cache::{AnswerCache, Key};
 use crate::wire::{Transport, respond_with_outcome};
 
 /// How long a TCP connection may sit idle between queries (RFC 7766 suggests seconds, not minutes).
@@ -82,6 +83,7 @@ fn query_log(peer: SocketAddr, request: &[u8], response: Option<&[u8]>, transpor
 
 pub async fn serve_udp(socket: UdpSocket, state: Arc<State>, shutdown: CancellationToken) {
     let mut buf = vec![0u8; 65535];
+    let mut cache = AnswerCache::default();
     loop {
         let (len, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -94,12 +96,39 @@ pub async fn serve_udp(socket: UdpSocket, state: Arc<State>, shutdown: Cancellat
                 }
             },
         };
-        if let Some(response) = answer(&state, &buf[..len], Transport::Udp, peer)
+        let request = &buf[..len];
+        let response = if state.log_queries {
+            answer(&state, request, Transport::Udp, peer)
+        } else {
+            cached(&state, &mut cache, request)
+        };
+        if let Some(response) = response
             && let Err(e) = socket.send_to(&response, peer).await
         {
             tracing::debug!(%peer, error = %e, "udp send failed");
         }
     }
+}
+
+/// A UDP answer through the loop's cache of encoded answers; what the cache cannot key takes the slow path.
+fn cached(state: &State, cache: &mut AnswerCache, request: &[u8]) -> Option<Vec<u8>> {
+    let started = std::time::Instant::now();
+    let view = state.view_arc();
+    cache.refresh(&view);
+    let key = Key::of(request);
+    if let Some(key) = &key
+        && let Some((bytes, outcome)) = cache.answer(key, request)
+    {
+        state.queries.record(Transport::Udp, outcome, started.elapsed());
+        return Some(bytes);
+    }
+    let resolver = state.resolver(&view);
+    let (response, outcome) = respond_with_outcome(request, Transport::Udp, &resolver);
+    state.queries.record(Transport::Udp, outcome, started.elapsed());
+    if let (Some(key), Some(bytes)) = (key, &response) {
+        cache.insert(key, bytes, outcome);
+    }
+    response
 }
 
 pub async fn serve_tcp(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {

@@ -195,3 +195,20 @@ fn edns_is_honoured() {
     let bad_version = dnsd.dig(&["+edns=1", "+noednsneg", "SRV", "node.prom.local"]);
     assert_eq!(bad_version.status, "BADVERS", "{}", bad_version.raw);
 }
+
+#[test]
+fn repeated_questions_get_their_own_id_and_flags() {
+    let etcd = Etcd::start();
+    load_seed(&etcd);
+    let dnsd = Dnsd::start(&etcd.endpoint, &[ZONE]);
+    // The same question twice: the second comes from the answer cache, patched for this request.
+    let first = dnsd.dig(&["SRV", "node.prom.local"]);
+    let second = dnsd.dig(&["+norecurse", "SRV", "node.prom.local"]);
+    assert!(first.has_flag("rd") && !second.has_flag("rd"), "{}\n{}", first.raw, second.raw);
+    assert_eq!(first.answer_sorted(), second.answer_sorted());
+    let third = dnsd.dig(&["+cdflag", "SRV", "node.prom.local"]);
+    assert!(third.has_flag("cd"), "{}", third.raw);
+    // A different case is a different question: its owners echo it.
+    let upper = dnsd.dig(&["SRV", "NODE.prom.local"]);
+    assert!(upper.answer.iter().all(|r| r.starts_with("NODE.prom.local. ")), "{}", upper.raw);
+}
