@@ -40,6 +40,8 @@ pub struct State {
     pub malformed: AtomicU64,
     /// Full reloads after the first (after compaction).
     pub resyncs: AtomicU64,
+    /// How long the last full load took (read, parse, publish), in microseconds.
+    last_load_micros: AtomicU64,
     connected: AtomicBool,
     /// When etcd last confirmed the view is current (a watch message or progress notification).
     synced: std::sync::Mutex<Option<std::time::Instant>>,
@@ -57,6 +59,7 @@ impl State {
             queries: metrics::QueryMetrics::default(),
             malformed: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
+            last_load_micros: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             synced: std::sync::Mutex::new(None),
             view: ArcSwap::from_pointee(View::default()),
@@ -71,6 +74,14 @@ impl State {
 
     pub fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::Relaxed);
+    }
+
+    pub fn set_last_load(&self, took: std::time::Duration) {
+        self.last_load_micros.store(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn last_load(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.last_load_micros.load(Ordering::Relaxed))
     }
 
     pub fn mark_synced(&self) {
@@ -168,6 +179,7 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) {
     let state = Arc::new(State::new(&config));
     let mut tasks = tokio::task::JoinSet::new();
+    let mut udp_threads = Vec::new();
     tasks.spawn(watch::follow(config.etcd.clone(), state.clone(), shutdown.clone()));
     tasks.spawn(lease::track(config.etcd, state.clone(), shutdown.clone()));
     for listener in listeners.web {
@@ -178,7 +190,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         _ = state.wait_ready() => {
             tracing::info!("serving DNS");
             for socket in listeners.udp {
-                tasks.spawn(server::serve_udp(socket, state.clone(), shutdown.clone()));
+                match socket.into_std() {
+                    Ok(socket) => {
+                        let (state, shutdown) = (state.clone(), shutdown.clone());
+                        udp_threads.push(std::thread::spawn(move || server::serve_udp(socket, state, shutdown)));
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot serve a UDP socket"),
+                }
             }
             for listener in listeners.tcp {
                 tasks.spawn(server::serve_tcp(listener, state.clone(), shutdown.clone()));
@@ -187,4 +205,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     }
     shutdown.cancelled().await;
     while tasks.join_next().await.is_some() {}
+    for thread in udp_threads {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
 }

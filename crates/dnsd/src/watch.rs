@@ -87,9 +87,12 @@ async fn session(
             Some(current) => current,
             None => {
                 let first = !state.is_ready();
+                let started = Instant::now();
                 let loaded = load(client, &prefix, ingest).await?;
-                tracing::info!(keys = loaded.len(), revision = loaded.revision, "loaded the view from etcd");
                 state.publish(&loaded);
+                let took = started.elapsed();
+                state.set_last_load(took);
+                tracing::info!(keys = loaded.len(), revision = loaded.revision, ?took, "loaded the view from etcd");
                 if !first {
                     state.resyncs.fetch_add(1, Ordering::Relaxed);
                 }

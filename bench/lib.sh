@@ -1,0 +1,59 @@
+# Shared by the benchmarks: install what they need, build promsd in release mode, start etcd and dnsd on
+# loopback in a temporary directory, and clean everything up on exit.
+
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+
+BIN=$PWD/target/release
+WORK=$(mktemp -d /tmp/promsd-bench.XXXXXX)
+PIDS=()
+ETCD_PORT=${ETCD_PORT:-27379}
+DNSD_PORT=${DNSD_PORT:-27353}
+DNSD_WEB_PORT=${DNSD_WEB_PORT:-27153}
+ETCD=http://127.0.0.1:$ETCD_PORT
+
+bench_setup() {
+    as_root "$@"
+    ensure_packages knotd:knot dnsperf:dnsperf hyperfine:hyperfine jq:jq
+    echo "==> building promsd (release)" >&2
+    cargo build --release --locked -p dnsd -p registrar -p promsd-bench >&2
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    local i
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+
+wait_for() { # what, command...
+    local what=$1 i
+    shift
+    for i in $(seq 1 3000); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.01
+    done
+    echo "timed out waiting for $what" >&2
+    exit 1
+}
+
+start_etcd() {
+    etcd --data-dir "$WORK/etcd" --listen-client-urls $ETCD --advertise-client-urls $ETCD \
+        --listen-peer-urls http://127.0.0.1:$((ETCD_PORT + 1)) --quota-backend-bytes 8589934592 \
+        >"$WORK/etcd.log" 2>&1 &
+    PIDS+=($!)
+    wait_for etcd env ETCDCTL_API=3 etcdctl --endpoints $ETCD endpoint health
+}
+
+start_dnsd() {
+    "$BIN/dnsd" --endpoints $ETCD --zone prom.local --dns.listen-address 127.0.0.1:$DNSD_PORT \
+        --web.listen-address 127.0.0.1:$DNSD_WEB_PORT >"$WORK/dnsd.log" 2>&1 &
+    DNSD_PID=$!
+    PIDS+=($DNSD_PID)
+    wait_for dnsd curl -sf http://127.0.0.1:$DNSD_WEB_PORT/-/ready
+}
+
+# median, min and max of the numbers on stdin: "median min max"
+stats() {
+    sort -g | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%s %s %s\n", m, v[1], v[NR] }'
+}
