@@ -162,6 +162,8 @@ pub fn render(state: &State) -> String {
     metric(&mut out, "dnsd_view_keys", "gauge", "SkyDNS keys (records) in the view answers come from.", view.len());
     metric(&mut out, "dnsd_view_names", "gauge", "Names with records directly below them (services).", view.parents());
     metric(&mut out, "dnsd_view_revision", "gauge", "etcd revision the view reflects.", view.revision);
+    let load = format!("{:.6}", state.last_load().as_secs_f64());
+    metric(&mut out, "dnsd_last_load_duration_seconds", "gauge", "How long the last full load of the view took.", load);
     metric(
         &mut out,
         "dnsd_resyncs_total",

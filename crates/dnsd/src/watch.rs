@@ -168,16 +168,47 @@ fn remove(view: &mut View, kv: &KeyValue) -> bool {
     kv.key_str().map(|key| view.remove(key)).unwrap_or(false)
 }
 
+/// Keys per range request: whole prefixes of 100,000 keys exceed gRPC's 4 MiB message limit.
+const PAGE: i64 = 5_000;
+
+/// Reads the whole prefix at one revision, page by page.
 async fn load(client: &mut Client, prefix: &str, ingest: &mut Ingest) -> Result<View, SessionError> {
-    let response = tokio::time::timeout(LOAD_TIMEOUT, client.get(prefix, Some(GetOptions::new().with_prefix())))
-        .await
-        .map_err(|_| SessionError::Timeout(prefix.to_string()))??;
-    let revision = response.header().map(|h| h.revision()).unwrap_or_default();
-    let mut view = View::new(revision);
-    for kv in response.kvs() {
-        if let Some(entry) = ingest.entry(kv) {
-            view.insert(entry);
+    let end = range_end(prefix);
+    let mut from = prefix.as_bytes().to_vec();
+    let mut view: Option<View> = None;
+    loop {
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if let Some(view) = &view {
+            options = options.with_revision(view.revision); // every page from the first page's snapshot
+        }
+        let response = tokio::time::timeout(LOAD_TIMEOUT, client.get(from.clone(), Some(options)))
+            .await
+            .map_err(|_| SessionError::Timeout(prefix.to_string()))??;
+        let view = view.get_or_insert_with(|| View::new(response.header().map(|h| h.revision()).unwrap_or_default()));
+        for kv in response.kvs() {
+            if let Some(entry) = ingest.entry(kv) {
+                view.insert(entry);
+            }
+        }
+        match response.kvs().last() {
+            Some(last) if response.more() => {
+                from = last.key().to_vec();
+                from.push(0); // the next key after the last one read
+            }
+            _ => break,
         }
     }
-    Ok(view)
+    Ok(view.unwrap_or_default())
+}
+
+/// The end of the key range holding every key that starts with `prefix` (etcd's WithPrefix).
+fn range_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // the empty prefix: every key
 }

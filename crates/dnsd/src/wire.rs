@@ -101,23 +101,27 @@ fn build(request: &Message, resolver: &Resolver<'_>) -> Message {
 /// Encodes the response within `limit` bytes: first without the additional section (optional data), then as
 /// an empty truncated answer that tells the client to retry over TCP.
 fn encode(response: &Message, limit: u16) -> Option<Vec<u8>> {
-    if let Ok(bytes) = response.to_vec()
-        && bytes.len() <= usize::from(limit)
-    {
+    if let Some(bytes) = encode_whole(response, limit) {
         return Some(bytes);
     }
     if !response.additionals.is_empty() {
         let mut slim = response.clone();
         slim.additionals.clear();
-        if let Ok(bytes) = slim.to_vec()
-            && bytes.len() <= usize::from(limit)
-        {
+        if let Some(bytes) = encode_whole(&slim, limit) {
             return Some(bytes);
         }
     }
     let mut truncated = response.truncate();
     truncated.metadata.authoritative = response.metadata.authoritative;
     truncated.to_vec().ok().filter(|b| b.len() <= usize::from(limit))
+}
+
+/// The message encoded with every record, or None when it does not fit: past 65,535 bytes the encoder
+/// leaves records out and sets TC itself, which must not pass for a whole answer.
+fn encode_whole(response: &Message, limit: u16) -> Option<Vec<u8>> {
+    let bytes = response.to_vec().ok()?;
+    let truncated_by_encoder = bytes.get(2).is_some_and(|flags| flags & 0x02 != 0);
+    (bytes.len() <= usize::from(limit) && !truncated_by_encoder).then_some(bytes)
 }
 
 /// FORMERR for a message whose header can be read but whose body cannot; nothing for anything shorter or for

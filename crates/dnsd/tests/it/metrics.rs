@@ -42,6 +42,7 @@ fn queries_and_view_state_are_counted() {
     assert!(count("dnsd_view_age_seconds").is_some_and(|age| age < 10.0));
     assert!(count("dnsd_view_revision").is_some_and(|rev| rev >= 9.0));
     assert_eq!(count("dnsd_resyncs_total"), Some(0.0));
+    assert!(count("dnsd_last_load_duration_seconds").is_some_and(|s| s > 0.0 && s < 10.0));
     assert_eq!(count("dnsd_malformed_entries_skipped_total"), Some(0.0));
     // Every line is valid exposition: a comment or `name{labels} value`.
     for line in body.lines() {
