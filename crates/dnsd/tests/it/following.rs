@@ -63,3 +63,27 @@ fn keeps_answering_while_etcd_is_down() {
     }
     assert_eq!(http_get(dnsd.web, "/-/healthy").expect("healthy").0, 200);
 }
+
+#[test]
+fn loads_a_prefix_larger_than_one_page() {
+    let etcd = Etcd::start();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let mut client = etcd_client::Client::connect([etcd.endpoint.as_str()], None).await.expect("connect");
+        for chunk in 0..60 {
+            let ops: Vec<etcd_client::TxnOp> = (0..100)
+                .map(|i| {
+                    let n = chunk * 100 + i;
+                    let value = format!(r#"{{"host":"10.{}.{}.{}","port":9100}}"#, n / 65536, (n / 256) % 256, n % 256);
+                    etcd_client::TxnOp::put(format!("/skydns/local/prom/s{}/h{n}", n % 7), value, None)
+                })
+                .collect();
+            client.txn(etcd_client::Txn::new().and_then(ops)).await.expect("txn");
+        }
+    });
+    let dnsd = Dnsd::start(&etcd.endpoint, &[ZONE]);
+    let (_, metrics) = http_get(dnsd.web, "/metrics").expect("metrics");
+    assert!(metrics.contains("dnsd_view_keys 6000\n"), "every page loaded");
+    assert_eq!(dnsd.dig(&["A", "h5999.s0.prom.local"]).answer, ["h5999.s0.prom.local. 300 IN A 10.0.23.111"]);
+    assert_eq!(dnsd.dig(&["A", "h0.s0.prom.local"]).answer, ["h0.s0.prom.local. 300 IN A 10.0.0.0"]);
+}
