@@ -128,6 +128,9 @@ pub struct RunArgs {
     /// host that dies without deregistering disappears after it; without it the record stays until `rm`
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub lease_ttl: Option<Duration>,
+    /// Serve /metrics (registrations, etcd errors, lease state) and /-/healthy on this address
+    #[arg(long = "web.listen-address", value_name = "ADDR")]
+    pub web_listen_address: Option<std::net::SocketAddr>,
     /// The exporter and its arguments
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,

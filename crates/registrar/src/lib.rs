@@ -5,7 +5,9 @@ pub mod cli;
 pub mod list;
 pub mod registration;
 pub mod run;
+pub mod status;
 pub mod store;
+pub mod web;
 
 use cli::{Cli, Command, Output};
 use registration::{Location, Registration, RegistrationError, key_for};
@@ -65,8 +67,15 @@ pub async fn execute(cli: Cli) -> Result<i32, Error> {
                     "registrar run needs --port to tell when the exporter is up",
                 )));
             }
+            let status = std::sync::Arc::new(status::Status::default());
+            if let Some(addr) = args.web_listen_address {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+                tokio::spawn(web::serve(listener, status.clone()));
+            }
             let loc = args.set.location;
-            Ok(run::supervise(loc.etcd, loc.timeout, registration, args.lease_ttl, &args.command).await?)
+            Ok(run::supervise(loc.etcd, loc.timeout, registration, args.lease_ttl, &args.command, status).await?)
         }
     }
 }

@@ -4,7 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitStatus;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use etcd_client::{Client, PutOptions};
@@ -16,6 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::registration::Registration;
+use crate::status::Status;
 use crate::store::Store;
 
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
@@ -34,6 +36,7 @@ pub async fn supervise(
     registration: Registration,
     lease_ttl: Option<Duration>,
     command: &[String],
+    status: Arc<Status>,
 ) -> std::io::Result<i32> {
     let (program, args) = command.split_first().ok_or_else(|| std::io::Error::other("no command given"))?;
     let mut term = signal(SignalKind::terminate())?;
@@ -47,35 +50,38 @@ pub async fn supervise(
 
     let probe = probe_address(&registration).await;
     let stop_keeping = CancellationToken::new();
-    let lease = Arc::new(Mutex::new(None::<i64>));
+    status.exporter_up.store(false, Ordering::Relaxed);
     let mut keeper = None;
     let mut probe_timer = tokio::time::interval(PROBE_INTERVAL);
-    let status = loop {
+    let exit = loop {
         tokio::select! {
-            status = child.wait() => break status?,
+            exit = child.wait() => break exit?,
             _ = term.recv() => forward(&child, Signal::SIGTERM),
             _ = int.recv() => forward(&child, Signal::SIGINT),
             _ = hup.recv() => forward(&child, Signal::SIGHUP),
             _ = probe_timer.tick(), if keeper.is_none() => {
                 if accepts_connections(probe).await {
+                    status.exporter_up.store(true, Ordering::Relaxed);
                     tracing::info!(%probe, "exporter accepts connections; registering");
                     keeper = Some(tokio::spawn(keep_registered(
                         etcd.clone(),
                         registration.clone(),
                         lease_ttl,
-                        lease.clone(),
+                        status.clone(),
                         stop_keeping.clone(),
                     )));
                 }
             }
         }
     };
-    let code = exit_code(status);
+    status.exporter_up.store(false, Ordering::Relaxed);
+    let code = exit_code(exit);
     tracing::info!(code, "exporter exited");
     if let Some(keeper) = keeper {
         stop_keeping.cancel();
         let _ = keeper.await;
-        deregister(Store::new(etcd, timeout), &registration, lease.lock().ok().and_then(|l| *l)).await;
+        deregister(Store::new(etcd, timeout), &registration, status.lease.lock().ok().and_then(|l| *l)).await;
+        status.registered.store(false, Ordering::Relaxed);
     }
     Ok(code)
 }
@@ -114,7 +120,7 @@ async fn keep_registered(
     etcd: EtcdArgs,
     registration: Registration,
     lease_ttl: Option<Duration>,
-    lease: Arc<Mutex<Option<i64>>>,
+    status: Arc<Status>,
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -125,11 +131,12 @@ async fn keep_registered(
             match lease_ttl {
                 None => {
                     call(Duration::from_secs(5), client.put(registration.key.as_str(), value.as_str(), None)).await?;
+                    status.wrote();
                     tracing::info!(key = %registration.key, %value, endpoints = %endpoints.join(","), "registered");
                     stop.cancelled().await;
                     Ok(())
                 }
-                Some(ttl) => hold_lease(&mut client, &registration.key, &value, ttl, &lease, &stop).await,
+                Some(ttl) => hold_lease(&mut client, &registration.key, &value, ttl, &status, &stop).await,
             }
         };
         let result = tokio::select! {
@@ -138,7 +145,10 @@ async fn keep_registered(
         };
         match result {
             Ok(()) => return,
-            Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "cannot register in etcd; retrying"),
+            Err(e) => {
+                status.etcd_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot register in etcd; retrying")
+            }
         }
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -158,13 +168,13 @@ async fn hold_lease(
     key: &str,
     value: &str,
     ttl: Duration,
-    lease: &Mutex<Option<i64>>,
+    status: &Status,
     stop: &CancellationToken,
 ) -> Result<(), String> {
     let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
     // No call may wait longer than the lease lives: a stuck call would let it lapse unnoticed.
     let limit = ttl.clamp(Duration::from_secs(1), Duration::from_secs(5));
-    let held = lease.lock().ok().and_then(|l| *l);
+    let held = status.lease.lock().ok().and_then(|l| *l);
     let mut kept = None;
     if let Some(id) = held {
         let (mut keeper, mut responses) = call(limit, client.lease_keep_alive(id)).await?;
@@ -182,16 +192,16 @@ async fn hold_lease(
             let intact = current.kvs().first().is_some_and(|kv| kv.value() == value.as_bytes() && kv.lease() == kept.0);
             if !intact {
                 call(limit, client.put(key, value, Some(PutOptions::new().with_lease(kept.0)))).await?;
+                status.wrote();
             }
             tracing::info!(%key, lease = kept.0, "lease kept alive after reconnecting");
             kept
         }
         None => {
             let id = call(limit, client.lease_grant(ttl_secs, None)).await?.id();
-            if let Ok(mut current) = lease.lock() {
-                *current = Some(id);
-            }
+            status.granted(id, ttl_secs);
             call(limit, client.put(key, value, Some(PutOptions::new().with_lease(id)))).await?;
+            status.wrote();
             tracing::info!(%key, %value, lease = id, ttl = ttl_secs, "registered with lease");
             let (keeper, responses) = call(limit, client.lease_keep_alive(id)).await?;
             (id, keeper, responses)

@@ -172,3 +172,29 @@ fn lease_mode_survives_a_leader_change() {
     }
     assert_eq!(present(&cluster), Ok(true));
 }
+
+#[test]
+fn run_serves_its_metrics() {
+    let etcd = Etcd::start();
+    let web = free_port();
+    let listen = format!("127.0.0.1:{web}");
+    let mut s = start(&etcd, "metrics", &["--lease-ttl", "5s", "--web.listen-address", &listen], node_exporter_args());
+    wait_registered(&etcd, &s);
+    let addr: std::net::SocketAddr = listen.parse().expect("addr");
+    let (status, body) = promsd_tests::http_get(addr, "/metrics").expect("metrics");
+    assert_eq!(status, 200);
+    for expected in [
+        "registrar_exporter_up 1",
+        "registrar_registered 1",
+        "registrar_registrations_total 1",
+        "registrar_etcd_errors_total 0",
+        "registrar_lease_grants_total 1",
+        "registrar_lease_ttl_seconds 5",
+        "registrar_lease_held 1",
+        "registrar_build_info{version=\"0.1.0\"} 1",
+    ] {
+        assert!(body.lines().any(|l| l == expected), "{expected} missing from:\n{body}");
+    }
+    s.registrar.signal("TERM");
+    s.registrar.wait_timeout(Duration::from_secs(15)).expect("exits");
+}
