@@ -54,3 +54,29 @@ fn queries_and_view_state_are_counted() {
         );
     }
 }
+
+/// The Grafana dashboard in contrib/ only uses metrics dnsd exports.
+#[test]
+fn the_dashboard_uses_real_metrics() {
+    let etcd = Etcd::start();
+    let dnsd = Dnsd::start(&etcd.endpoint, &[ZONE]);
+    dnsd.dig(&["A", "x.prom.local"]);
+    let exported = scrape(&dnsd);
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib/grafana/dnsd.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
+    let mut used = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for word in
+                expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("dnsd_"))
+            {
+                let family = word.trim_end_matches("_bucket");
+                assert!(exported.contains(&format!("# TYPE {family} ")), "{word} in {expr:?} is not exported");
+                used += 1;
+            }
+        }
+    }
+    assert!(used >= 10, "the dashboard shows dnsd's metrics ({used})");
+}
