@@ -7,6 +7,7 @@ pub mod answer;
 pub mod cache;
 pub mod config;
 pub mod corefile;
+pub mod encode;
 pub mod ingest;
 pub mod lease;
 pub mod metrics;

@@ -119,7 +119,10 @@ fn encode(response: &Message, limit: u16) -> Option<Vec<u8>> {
 /// The message encoded with every record, or None when it does not fit: past 65,535 bytes the encoder
 /// leaves records out and sets TC itself, which must not pass for a whole answer.
 fn encode_whole(response: &Message, limit: u16) -> Option<Vec<u8>> {
-    let bytes = response.to_vec().ok()?;
+    let bytes = match crate::encode::encode(response) {
+        Some(bytes) => bytes,
+        None => response.to_vec().ok()?,
+    };
     let truncated_by_encoder = bytes.get(2).is_some_and(|flags| flags & 0x02 != 0);
     (bytes.len() <= usize::from(limit) && !truncated_by_encoder).then_some(bytes)
 }

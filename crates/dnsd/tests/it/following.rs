@@ -86,4 +86,8 @@ fn loads_a_prefix_larger_than_one_page() {
     assert!(metrics.contains("dnsd_view_keys 6000\n"), "every page loaded");
     assert_eq!(dnsd.dig(&["A", "h5999.s0.prom.local"]).answer, ["h5999.s0.prom.local. 300 IN A 10.0.23.111"]);
     assert_eq!(dnsd.dig(&["A", "h0.s0.prom.local"]).answer, ["h0.s0.prom.local. 300 IN A 10.0.0.0"]);
+    // 858 SRV targets: the whole answer over TCP (names compressed throughout, not only the first 120).
+    let srv = dnsd.dig(&["+tcp", "SRV", "s0.prom.local"]);
+    assert_eq!(srv.answer.len(), 858, "{}", srv.raw.lines().take(5).collect::<Vec<_>>().join("\n"));
+    assert!(!srv.has_flag("tc"));
 }

@@ -145,6 +145,7 @@ fn fuzzed_requests_never_panic_or_overflow_the_client() {
         };
         if let Some(response) = respond(&packet, Transport::Udp, &resolver) {
             answered += 1;
+            assert!(Message::from_vec(&response).is_ok(), "an answer that does not decode: {response:?}");
             assert!(response.len() <= usize::from(limit), "{} bytes > {limit} for {packet:?}", response.len());
             // The answer cache must give what the slow path gives, for a request with another ID and RD.
             if let Some(key) = dnsd::cache::Key::of(&packet) {
