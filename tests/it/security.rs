@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use promsd_tests::{Process, dig, eventually, free_port, http_get, require, workspace_bin};
+use promsd_tests::{Process, dig, eventually, free_port, http_get, output_of, require, workspace_bin};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl");
@@ -77,18 +77,7 @@ fn make_certificates(dir: &Path) {
 }
 
 fn etcdctl(endpoint: &str, extra: &[&str], args: &[&str]) -> Result<String, String> {
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["--endpoints", endpoint])
-        .args(extra)
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    output_of(Command::new("etcdctl").env("ETCDCTL_API", "3").args(["--endpoints", endpoint]).args(extra).args(args))
 }
 
 fn start_etcd(dir: &Path, client_url: &str, extra: &[&str]) -> Process {

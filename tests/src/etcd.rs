@@ -7,7 +7,7 @@ use tempfile::TempDir;
 
 use crate::netns::Netns;
 use crate::process::Process;
-use crate::{eventually, free_port, require};
+use crate::{eventually, free_port, output_of, require};
 
 pub struct Etcd {
     pub endpoint: String,
@@ -78,12 +78,7 @@ impl Etcd {
     }
 
     pub fn try_etcdctl(&self, args: &[&str]) -> Result<String, String> {
-        let output = self.etcdctl_command().args(args).output().map_err(|e| e.to_string())?;
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).into_owned())
-        }
+        output_of(self.etcdctl_command().args(args))
     }
 
     /// Runs etcdctl against this etcd; panics when it fails.
@@ -219,17 +214,13 @@ impl EtcdCluster {
     }
 
     pub fn try_etcdctl(&self, args: &[&str]) -> Result<String, String> {
-        let output = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.live_endpoints(), "--command-timeout", "5s"])
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).into_owned())
-        }
+        let endpoints = self.live_endpoints();
+        output_of(
+            Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &endpoints, "--command-timeout", "5s"])
+                .args(args),
+        )
     }
 
     pub fn etcdctl(&self, args: &[&str]) -> String {

@@ -58,6 +58,16 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     path
 }
 
+/// Runs `command`: its stdout when it succeeds, its stderr when it fails.
+pub fn output_of(command: &mut std::process::Command) -> Result<String, String> {
+    let output = command.output().map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
 /// Whether an external program is installed; tests that need one fail with a clear message when it is not.
 pub fn require(program: &str) {
     let found = std::env::var_os("PATH")

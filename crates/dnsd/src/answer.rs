@@ -292,30 +292,48 @@ impl Resolver<'_> {
             };
             let ttl = self.ttl(entry);
             let host = host_of(entry);
-            let target = match &host {
-                Host::V4(_) | Host::V6(_) => match self.name_of(entry) {
-                    Some(name) => strip_labels(&name, entry.service.targetstrip).to_string(),
-                    None => continue,
-                },
-                Host::Name(name) if !name.is_empty() => strip_labels(name, entry.service.targetstrip).to_string(),
-                Host::Name(_) => continue,
-            };
+            let Some(target) = self.target_of(entry, &host) else { continue };
             let Some(target_name) = fqdn(&target) else { continue };
             if !seen_srv.insert((target.clone(), port)) {
                 continue;
             }
             let srv = SRV::new(priority, weight, port, target_name.clone());
             answer.answers.push(Record::from_rdata(owner.clone(), ttl, RData::SRV(srv)));
-            match host {
-                Host::V4(ip) if seen_glue.insert((target.clone(), IpAddr::V4(ip))) => {
-                    answer.additionals.push(Record::from_rdata(target_name, ttl, RData::A(A(ip))));
-                }
-                Host::V6(ip) if seen_glue.insert((target.clone(), IpAddr::V6(ip))) => {
-                    answer.additionals.push(Record::from_rdata(target_name, ttl, RData::AAAA(AAAA(ip))));
-                }
-                Host::Name(_) => self.glue(&target_name, &target, &mut seen_glue, &mut answer.additionals),
-                _ => {}
+            self.target_glue(&host, target_name, &target, ttl, &mut seen_glue, &mut answer.additionals);
+        }
+    }
+
+    /// The SRV/MX target of an entry: the host when it is a name, else the name of the key (each with
+    /// `targetstrip` applied).
+    fn target_of(&self, entry: &Entry, host: &Host) -> Option<String> {
+        let name = match host {
+            Host::V4(_) | Host::V6(_) => self.name_of(entry)?,
+            Host::Name(name) if !name.is_empty() => name.clone(),
+            Host::Name(_) => return None,
+        };
+        Some(strip_labels(&name, entry.service.targetstrip).to_string())
+    }
+
+    /// The additional records of an SRV/MX target: its address for an IP host (once per target and address),
+    /// or the in-zone name's own addresses.
+    fn target_glue(
+        &self,
+        host: &Host,
+        name: Name,
+        target: &str,
+        ttl: u32,
+        seen: &mut HashSet<(String, IpAddr)>,
+        out: &mut Vec<Record>,
+    ) {
+        match *host {
+            Host::V4(ip) if seen.insert((target.to_string(), IpAddr::V4(ip))) => {
+                out.push(Record::from_rdata(name, ttl, RData::A(A(ip))));
             }
+            Host::V6(ip) if seen.insert((target.to_string(), IpAddr::V6(ip))) => {
+                out.push(Record::from_rdata(name, ttl, RData::AAAA(AAAA(ip))));
+            }
+            Host::Name(_) => self.glue(&name, target, seen, out),
+            _ => {}
         }
     }
 
@@ -342,14 +360,7 @@ impl Resolver<'_> {
             let Ok(preference) = u16::try_from(priority_of(entry)) else { continue };
             let ttl = self.ttl(entry);
             let host = host_of(entry);
-            let target = match &host {
-                Host::V4(_) | Host::V6(_) => match self.name_of(entry) {
-                    Some(name) => strip_labels(&name, entry.service.targetstrip).to_string(),
-                    None => continue,
-                },
-                Host::Name(name) if !name.is_empty() => strip_labels(name, entry.service.targetstrip).to_string(),
-                Host::Name(_) => continue,
-            };
+            let Some(target) = self.target_of(entry, &host) else { continue };
             let Some(target_name) = fqdn(&target) else { continue };
             if !seen_mx.insert((target.clone(), preference)) {
                 continue;
@@ -359,16 +370,7 @@ impl Resolver<'_> {
                 ttl,
                 RData::MX(MX::new(preference, target_name.clone())),
             ));
-            match host {
-                Host::V4(ip) if seen_glue.insert((target.clone(), IpAddr::V4(ip))) => {
-                    answer.additionals.push(Record::from_rdata(target_name, ttl, RData::A(A(ip))));
-                }
-                Host::V6(ip) if seen_glue.insert((target.clone(), IpAddr::V6(ip))) => {
-                    answer.additionals.push(Record::from_rdata(target_name, ttl, RData::AAAA(AAAA(ip))));
-                }
-                Host::Name(_) => self.glue(&target_name, &target, &mut seen_glue, &mut answer.additionals),
-                _ => {}
-            }
+            self.target_glue(&host, target_name, &target, ttl, &mut seen_glue, &mut answer.additionals);
         }
     }
 

@@ -29,6 +29,18 @@ pub enum Command {
     Ls(LsArgs),
     /// Run an exporter: register once it accepts connections, deregister when it exits
     Run(RunArgs),
+    /// Serve all of this host's exporters behind one port and register each of them
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// The agent's configuration (YAML): modules, etcd, zone, the address to register
+    #[arg(long, value_name = "FILE")]
+    pub config: std::path::PathBuf,
+    /// Address the proxy listens on; its port is the one registered
+    #[arg(long = "web.listen-address", default_value = "0.0.0.0:9998", value_name = "ADDR")]
+    pub web_listen_address: std::net::SocketAddr,
 }
 
 /// Where records live: `--base-path`, or `--path` plus `--zone`.
@@ -153,12 +165,14 @@ impl LocationArgs {
 }
 
 impl Command {
-    pub fn location_mut(&mut self) -> &mut LocationArgs {
-        match self {
+    /// The etcd location flags, for commands that take them from the command line.
+    pub fn location_mut(&mut self) -> Option<&mut LocationArgs> {
+        Some(match self {
             Command::Set(args) => &mut args.location,
             Command::Rm(args) => &mut args.location,
             Command::Ls(args) => &mut args.location,
             Command::Run(args) => &mut args.set.location,
-        }
+            Command::Agent(_) => return None,
+        })
     }
 }

@@ -1,6 +1,7 @@
 //! registrar: writes SkyDNS records for a host's exporters into etcd and removes them again, either as
 //! one-shot `set` / `rm` (systemd ExecStartPre / ExecStopPost) or by supervising the exporter (`run`).
 
+pub mod agent;
 pub mod cli;
 pub mod list;
 pub mod registration;
@@ -57,6 +58,25 @@ pub async fn execute(cli: Cli) -> Result<i32, Error> {
                 Output::Table => print!("{}", list::table(&rows)),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
             }
+            Ok(0)
+        }
+        Command::Agent(args) => {
+            let config =
+                agent::config::AgentConfig::load(&args.config).map_err(|e| std::io::Error::other(e.to_string()))?;
+            let listener = tokio::net::TcpListener::bind(args.web_listen_address).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.web_listen_address))
+            })?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                if let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+                {
+                    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                }
+                stop.cancel();
+            });
+            agent::run(config, listener, shutdown).await?;
             Ok(0)
         }
         Command::Run(args) => {

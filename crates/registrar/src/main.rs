@@ -10,7 +10,9 @@ async fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    cli.command.location_mut().apply_seed_endpoint(std::env::var("ETCD_ENDPOINT").ok());
+    if let Some(location) = cli.command.location_mut() {
+        location.apply_seed_endpoint(std::env::var("ETCD_ENDPOINT").ok());
+    }
     match registrar::execute(cli).await {
         Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {

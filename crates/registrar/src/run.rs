@@ -116,7 +116,7 @@ async fn accepts_connections(addr: SocketAddr) -> bool {
 
 /// Writes the record and keeps it there until `stop`: retries while etcd is unreachable, and in lease mode
 /// keeps the lease alive, granting a new one and writing the record again whenever the old one is lost.
-async fn keep_registered(
+pub(crate) async fn keep_registered(
     etcd: EtcdArgs,
     registration: Registration,
     lease_ttl: Option<Duration>,
@@ -238,7 +238,7 @@ async fn call<T>(
     }
 }
 
-async fn deregister(store: Store, registration: &Registration, lease: Option<i64>) {
+pub(crate) async fn deregister(store: Store, registration: &Registration, lease: Option<i64>) {
     if let Some(id) = lease {
         // Revoking deletes the key with it; a lease that already expired is fine.
         let revoked = store.revoke(id).await;

@@ -1,5 +1,6 @@
 //! registrar as its users run it: the real binary against a real etcd, with real node exporters.
 
+mod agent;
 mod oneshot;
 mod supervise;
 

@@ -1,0 +1,221 @@
+//! `registrar agent --config FILE`: the modules a host serves behind its one port, the way exporter_exporter
+//! lists them, plus the etcd connection and what the host registers. Strict YAML: an unknown key is an
+//! error naming the file, line and column.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use promsd_common::EtcdArgs;
+use promsd_common::duration::parse_duration;
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    #[serde(default)]
+    pub etcd: EtcdSection,
+    /// Zone the modules are registered in, e.g. prom.local.
+    pub zone: Option<String>,
+    #[serde(default = "default_path")]
+    pub path: String,
+    pub base_path: Option<String>,
+    /// The address Prometheus reaches this host's proxy at.
+    pub address: String,
+    /// Instance name [default: the short host name].
+    pub instance: Option<String>,
+    /// Bind the registrations to an etcd lease of this TTL.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub lease_ttl: Option<Duration>,
+    /// A static secret expected in a request header (as access gateways pass service tokens).
+    pub token: Option<TokenConfig>,
+    #[serde(default)]
+    pub modules: BTreeMap<String, ModuleConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSection {
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    pub discovery_srv: Option<String>,
+    pub cacert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub header: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Http,
+    Exec,
+    File,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleConfig {
+    pub method: Method,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub timeout: Option<Duration>,
+    /// Check the output parses as Prometheus text or OpenMetrics before passing it on.
+    #[serde(default = "yes")]
+    pub verify: bool,
+    pub http: Option<HttpModule>,
+    pub exec: Option<ExecModule>,
+    pub file: Option<FileModule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpModule {
+    pub port: u16,
+    #[serde(default = "localhost")]
+    pub address: String,
+    #[serde(default = "http")]
+    pub scheme: String,
+    #[serde(default = "metrics_path")]
+    pub path: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub basic_auth_username: Option<String>,
+    pub basic_auth_password: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecModule {
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileModule {
+    pub path: PathBuf,
+}
+
+fn default_path() -> String {
+    "/skydns".into()
+}
+fn yes() -> bool {
+    true
+}
+fn localhost() -> String {
+    "localhost".into()
+}
+fn http() -> String {
+    "http".into()
+}
+fn metrics_path() -> String {
+    "/metrics".into()
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text: Option<String> = Option::deserialize(deserializer)?;
+    text.map(|t| parse_duration(&t).map_err(serde::de::Error::custom)).transpose()
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let invalid = |message: String| ConfigError::Invalid { path: path.into(), message };
+        let config: AgentConfig = serde_norway::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        for (name, module) in &config.modules {
+            promsd_common::name::validate_label("module", name).map_err(|e| invalid(e.to_string()))?;
+            let section = match module.method {
+                Method::Http => module.http.is_some(),
+                Method::Exec => module.exec.is_some(),
+                Method::File => module.file.is_some(),
+            };
+            if !section {
+                return Err(invalid(format!("module {name}: method {:?} needs its own section", module.method)));
+            }
+            if let Some(http) = &module.http
+                && http.scheme != "http"
+            {
+                return Err(invalid(format!(
+                    "module {name}: scheme {:?} is not supported yet (http only)",
+                    http.scheme
+                )));
+            }
+        }
+        Ok(config)
+    }
+
+    /// The etcd flags this section stands for.
+    pub fn etcd_args(&self) -> EtcdArgs {
+        EtcdArgs {
+            endpoints: self.etcd.endpoints.clone(),
+            discovery_srv: self.etcd.discovery_srv.clone(),
+            cacert: self.etcd.cacert.clone(),
+            cert: self.etcd.cert.clone(),
+            key: self.etcd.key.clone(),
+            user: self.etcd.user.clone(),
+            password: self.etcd.password.clone(),
+            dial_timeout: Duration::from_secs(2),
+            ..EtcdArgs::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<AgentConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("agent.yml");
+        std::fs::write(&path, text).expect("write");
+        AgentConfig::load(&path)
+    }
+
+    #[test]
+    fn reads_modules() {
+        let config = load(
+            "zone: prom.local\naddress: 10.0.0.5\nlease_ttl: 30s\nmodules:\n  node:\n    method: http\n    timeout: 5s\n    http:\n      port: 9100\n  script:\n    method: exec\n    verify: false\n    exec:\n      command: /bin/echo\n      args: [up 1]\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            config.modules["node"].http.as_ref().map(|h| (h.port, h.address.as_str(), h.path.as_str())),
+            Some((9100, "localhost", "/metrics"))
+        );
+        assert_eq!(config.modules["node"].timeout, Some(Duration::from_secs(5)));
+        assert!(!config.modules["script"].verify);
+        assert_eq!(config.lease_ttl, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file_and_line() {
+        let error = load("address: 10.0.0.5\nmodules:\n  node:\n    method: http\n    htp:\n      port: 1\n")
+            .expect_err("unknown key");
+        let message = error.to_string();
+        assert!(
+            message.contains("agent.yml") && message.contains("unknown field `htp`") && message.contains("line 5"),
+            "{message}"
+        );
+        let missing = load("address: a\nmodules:\n  x:\n    method: exec\n").expect_err("no exec section").to_string();
+        assert!(missing.contains("needs its own section"), "{missing}");
+    }
+}

@@ -1,0 +1,136 @@
+//! Fetching one module's metrics: from a local HTTP exporter, a command, or a file; bounded by the scrape's
+//! deadline, and checked (when `verify` is on) before anything reaches Prometheus.
+
+use std::io::Read;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use thiserror::Error;
+
+use super::config::{ExecModule, FileModule, HttpModule, Method, ModuleConfig};
+use super::exposition;
+
+#[derive(Debug, Error)]
+pub enum ScrapeError {
+    #[error("module did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("backend failed: {0}")]
+    Backend(String),
+    #[error("backend output is not valid exposition format: {0}")]
+    Malformed(String),
+}
+
+/// What the proxy passes on.
+pub struct Scrape {
+    pub content_type: String,
+    pub content_encoding: Option<String>,
+    pub body: Bytes,
+}
+
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+pub async fn scrape(module: &ModuleConfig, query: &str, deadline: Duration) -> Result<Scrape, ScrapeError> {
+    let fetched = match module.method {
+        Method::Http => {
+            let http = module.http.as_ref().ok_or_else(|| ScrapeError::Backend("no http section".into()))?;
+            tokio::time::timeout(deadline, fetch_http(http, query)).await.map_err(|_| ScrapeError::Timeout(deadline))?
+        }
+        Method::Exec => {
+            let exec = module.exec.as_ref().ok_or_else(|| ScrapeError::Backend("no exec section".into()))?;
+            run_exec(exec, deadline).await
+        }
+        Method::File => {
+            let file = module.file.as_ref().ok_or_else(|| ScrapeError::Backend("no file section".into()))?;
+            read_file(file).await
+        }
+    }?;
+    if module.verify {
+        let openmetrics = fetched.content_type.starts_with("application/openmetrics-text");
+        let plain = match fetched.content_encoding.as_deref() {
+            Some("gzip") => gunzip(&fetched.body)?,
+            Some(other) => return Err(ScrapeError::Malformed(format!("cannot verify content encoding {other:?}"))),
+            None => fetched.body.to_vec(),
+        };
+        exposition::verify(&plain, openmetrics).map_err(ScrapeError::Malformed)?;
+    }
+    Ok(fetched)
+}
+
+fn gunzip(body: &[u8]) -> Result<Vec<u8>, ScrapeError> {
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(256 * 1024 * 1024)
+        .read_to_end(&mut plain)
+        .map_err(|e| ScrapeError::Malformed(format!("invalid gzip: {e}")))?;
+    Ok(plain)
+}
+
+async fn fetch_http(http: &HttpModule, query: &str) -> Result<Scrape, ScrapeError> {
+    let backend = |e: &dyn std::fmt::Display| ScrapeError::Backend(format!("{}:{}: {e}", http.address, http.port));
+    let stream = tokio::net::TcpStream::connect((http.address.as_str(), http.port)).await.map_err(|e| backend(&e))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| backend(&e))?;
+    tokio::spawn(connection);
+    let uri = if query.is_empty() { http.path.clone() } else { format!("{}?{query}", http.path) };
+    let mut request = Request::get(uri).header(hyper::header::HOST, format!("{}:{}", http.address, http.port));
+    for (name, value) in &http.headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    if let Some(user) = &http.basic_auth_username {
+        use base64::Engine;
+        let password = http.basic_auth_password.as_deref().unwrap_or_default();
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        request = request.header(hyper::header::AUTHORIZATION, format!("Basic {token}"));
+    }
+    let request = request.body(Empty::<Bytes>::new()).map_err(|e| backend(&e))?;
+    let response = sender.send_request(request).await.map_err(|e| backend(&e))?;
+    if !response.status().is_success() {
+        return Err(ScrapeError::Backend(format!("{}:{} answered {}", http.address, http.port, response.status())));
+    }
+    let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let content_type = header(hyper::header::CONTENT_TYPE).unwrap_or_else(|| TEXT_FORMAT.into());
+    let content_encoding = header(hyper::header::CONTENT_ENCODING);
+    let body = response.into_body().collect().await.map_err(|e| backend(&e))?.to_bytes();
+    Ok(Scrape { content_type, content_encoding, body })
+}
+
+/// Runs the command in its own process group, and kills the whole group at the deadline.
+async fn run_exec(exec: &ExecModule, deadline: Duration) -> Result<Scrape, ScrapeError> {
+    let mut command = tokio::process::Command::new(&exec.command);
+    command
+        .args(&exec.args)
+        .envs(&exec.env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = command.spawn().map_err(|e| ScrapeError::Backend(format!("cannot run {}: {e}", exec.command)))?;
+    let pid = child.id();
+    match tokio::time::timeout(deadline, child.wait_with_output()).await {
+        Ok(Ok(output)) if output.status.success() => {
+            Ok(Scrape { content_type: TEXT_FORMAT.into(), content_encoding: None, body: Bytes::from(output.stdout) })
+        }
+        Ok(Ok(output)) => {
+            let stderr: String = String::from_utf8_lossy(&output.stderr).chars().take(500).collect();
+            Err(ScrapeError::Backend(format!("{} exited with {}: {stderr}", exec.command, output.status)))
+        }
+        Ok(Err(e)) => Err(ScrapeError::Backend(format!("{}: {e}", exec.command))),
+        Err(_) => {
+            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            Err(ScrapeError::Timeout(deadline))
+        }
+    }
+}
+
+async fn read_file(file: &FileModule) -> Result<Scrape, ScrapeError> {
+    let body = tokio::fs::read(&file.path)
+        .await
+        .map_err(|e| ScrapeError::Backend(format!("cannot read {}: {e}", file.path.display())))?;
+    Ok(Scrape { content_type: TEXT_FORMAT.into(), content_encoding: None, body: Bytes::from(body) })
+}
