@@ -6,75 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use promsd_tests::{Process, dig, eventually, free_port, http_get, output_of, require, workspace_bin};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
-fn make_certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=promsd test CA",
-        ],
-    );
-    for (name, ext) in [
-        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ] {
-        std::fs::write(dir.join(format!("{name}.ext")), ext).expect("write ext");
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.pem"),
-                "-days",
-                "1",
-                "-extfile",
-                &format!("{name}.ext"),
-            ],
-        );
-    }
-}
+use promsd_tests::{Process, dig, eventually, free_port, http_get, output_of, workspace_bin};
 
 fn etcdctl(endpoint: &str, extra: &[&str], args: &[&str]) -> Result<String, String> {
     output_of(Command::new("etcdctl").env("ETCDCTL_API", "3").args(["--endpoints", endpoint]).args(extra).args(args))
@@ -142,10 +74,9 @@ fn registrar_set(etcd_flags: &[&str], base: &str, instance: &str) -> std::proces
 
 #[test]
 fn client_certificate_tls() {
-    require("openssl");
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
-    make_certificates(d);
+    promsd_tests::tls::make_certificates(d, &[("client", "DNS:client")]);
     let endpoint = format!("https://127.0.0.1:{}", free_port());
     let path = |f: &str| d.join(f).display().to_string();
     let _etcd = start_etcd(

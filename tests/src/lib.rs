@@ -6,6 +6,7 @@ pub mod dig;
 pub mod etcd;
 pub mod netns;
 pub mod process;
+pub mod tls;
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;

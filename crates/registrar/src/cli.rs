@@ -41,6 +41,9 @@ pub struct AgentArgs {
     /// Address the proxy listens on; its port is the one registered
     #[arg(long = "web.listen-address", default_value = "0.0.0.0:9998", value_name = "ADDR")]
     pub web_listen_address: std::net::SocketAddr,
+    /// TLS, client certificates and basic auth, in exporter-toolkit's web configuration format
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<std::path::PathBuf>,
 }
 
 /// Where records live: `--base-path`, or `--path` plus `--zone`.

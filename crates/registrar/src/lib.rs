@@ -63,6 +63,10 @@ pub async fn execute(cli: Cli) -> Result<i32, Error> {
         Command::Agent(args) => {
             let config =
                 agent::config::AgentConfig::load(&args.config).map_err(|e| std::io::Error::other(e.to_string()))?;
+            let web = match &args.web_config_file {
+                Some(path) => Some(agent::server::WebSource::load(path).map_err(std::io::Error::other)?),
+                None => None,
+            };
             let listener = tokio::net::TcpListener::bind(args.web_listen_address).await.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.web_listen_address))
             })?;
@@ -76,7 +80,7 @@ pub async fn execute(cli: Cli) -> Result<i32, Error> {
                 }
                 stop.cancel();
             });
-            agent::run(config, listener, shutdown).await?;
+            agent::run(config, web, listener, shutdown).await?;
             Ok(0)
         }
         Command::Run(args) => {

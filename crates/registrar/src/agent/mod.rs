@@ -7,6 +7,7 @@ pub mod config;
 pub mod exposition;
 pub mod module;
 pub mod server;
+pub mod webconfig;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,12 +45,17 @@ pub fn registrations(config: &AgentConfig, port: u16) -> Result<Vec<Registration
 }
 
 /// Serves and registers until `shutdown`, then deregisters.
-pub async fn run(config: AgentConfig, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn run(
+    config: AgentConfig,
+    web: Option<server::WebSource>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let port = listener.local_addr()?.port();
     let registrations = registrations(&config, port).map_err(|e| std::io::Error::other(e.to_string()))?;
     let etcd = config.etcd_args();
     let lease_ttl = config.lease_ttl;
-    let proxy = Arc::new(server::Proxy { config, metrics: server::ProxyMetrics::default() });
+    let proxy = Arc::new(server::Proxy { config, metrics: server::ProxyMetrics::default(), web });
     let server = tokio::spawn(server::serve(listener, proxy, shutdown.clone()));
     let stop = CancellationToken::new();
     let mut keepers = Vec::new();

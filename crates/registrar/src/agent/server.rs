@@ -3,14 +3,15 @@
 //! request never chooses a backend host, port, command or file.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::AgentConfig;
 use super::module::{self, ScrapeError};
+use super::webconfig::Web;
 
 /// Without a module timeout or Prometheus's header, a scrape may take this long.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,6 +38,39 @@ pub struct ProxyMetrics {
 pub struct Proxy {
     pub config: AgentConfig,
     pub metrics: ProxyMetrics,
+    /// `--web.config.file`, read again when it changes.
+    pub web: Option<WebSource>,
+}
+
+/// The web configuration file and what was last read from it.
+pub struct WebSource {
+    path: PathBuf,
+    current: Mutex<(Option<SystemTime>, Arc<Web>)>,
+}
+
+impl WebSource {
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let web = Web::load(path)?;
+        Ok(Self { path: path.to_path_buf(), current: Mutex::new((modified(path), Arc::new(web))) })
+    }
+
+    /// The configuration in force: read again when the file changed; a broken new version keeps the old.
+    fn get(&self) -> Option<Arc<Web>> {
+        let mut current = self.current.lock().ok()?;
+        let stamp = modified(&self.path);
+        if stamp != current.0 {
+            match Web::load(&self.path) {
+                Ok(web) => *current = (stamp, Arc::new(web)),
+                Err(e) => tracing::warn!(error = %e, "cannot reload the web config; keeping the previous one"),
+            }
+            current.0 = stamp;
+        }
+        Some(current.1.clone())
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -51,13 +86,55 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: Cancellat
         };
         let proxy = proxy.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(route(request, &proxy).await) }
-            });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let web = proxy.web.as_ref().and_then(WebSource::get);
+            match web.as_ref().and_then(|w| w.tls.clone()) {
+                Some(acceptor) => {
+                    let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned();
+                    if web.as_ref().is_some_and(|w| !w.san_allowed(peer.as_ref())) {
+                        proxy.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+                        return; // a certificate for a name that is not allowed: no HTTP at all
+                    }
+                    connection(TokioIo::new(tls), proxy, web).await;
+                }
+                None => connection(TokioIo::new(stream), proxy, web).await,
+            }
         });
     }
+}
+
+async fn connection<I>(io: I, proxy: Arc<Proxy>, web: Option<Arc<Web>>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let (proxy, web) = (proxy.clone(), web.clone());
+        async move {
+            let mut response = match &web {
+                Some(web) if !web.authorized(request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok())) => {
+                    proxy.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+                    let mut response = text(StatusCode::UNAUTHORIZED, "Unauthorized.\n");
+                    response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+                    response
+                }
+                _ => route(request, &proxy).await,
+            };
+            if let Some(web) = &web {
+                for (name, value) in &web.config.http_server_config.headers {
+                    if let (Ok(name), Ok(value)) =
+                        (hyper::header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))
+                    {
+                        response.headers_mut().insert(name, value);
+                    }
+                }
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let _ = http1::Builder::new().serve_connection(io, service).await;
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Reply {

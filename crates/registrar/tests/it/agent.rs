@@ -162,3 +162,87 @@ fn a_bad_config_names_the_file_and_line() {
     assert!(!out.status.success());
     assert!(err.contains("agent.yml") && err.contains("unknown field `htp`") && err.contains("line 5"), "{err}");
 }
+
+/// bcrypt of "s3cret" (cost 6), as `htpasswd -nbB` would write it.
+const S3CRET_HASH: &str = "$2b$06$BwgOp0jG/QPWrr.VFBZb5uQEWELPNFrfSvzGSdBR1Mmhfl4SSbQ0a";
+
+/// curl over TLS: (status, body, response headers); status 0 when no HTTP response came back.
+fn curl_tls(dir: &std::path::Path, url: &str, extra: &[&str]) -> (u16, String, String) {
+    let headers = dir.join("headers.txt");
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-D"])
+        .arg(&headers)
+        .arg("--cacert")
+        .arg(dir.join("ca.pem"))
+        .args(["-o", "-", "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.parse().unwrap_or(0), body.to_string(), std::fs::read_to_string(&headers).unwrap_or_default())
+}
+
+#[test]
+fn web_config_tls_client_certificates_and_basic_auth() {
+    require("curl");
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    promsd_tests::tls::make_certificates(
+        d,
+        &[("client", "DNS:prometheus.example"), ("intruder", "DNS:intruder.example")],
+    );
+    std::fs::write(d.join("up.prom"), "up 1\n").expect("write");
+    std::fs::write(
+        d.join("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n  client_allowed_sans: [prometheus.example]\n  min_version: TLS12\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\nbasic_auth_users:\n  prometheus: {S3CRET_HASH}\n"
+        ),
+    )
+    .expect("write web config");
+    let config = format!(
+        "etcd:\n  endpoints: [{}]\nzone: prom.local\naddress: 127.0.0.1\nmodules:\n  up:\n    method: file\n    file:\n      path: {}\n",
+        etcd.endpoint,
+        d.join("up.prom").display()
+    );
+    std::fs::write(d.join("agent.yml"), config).expect("write config");
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut command = registrar();
+    command
+        .arg("agent")
+        .arg("--config")
+        .arg(d.join("agent.yml"))
+        .arg("--web.config.file")
+        .arg(d.join("web.yml"))
+        .args(["--web.listen-address", &addr.to_string()]);
+    let _agent = Process::spawn("agent", command, &d.join("agent.log"));
+    eventually("the agent to listen", Duration::from_secs(10), || std::net::TcpStream::connect(addr).ok());
+    let url = format!("https://127.0.0.1:{}/proxy?module=up", addr.port());
+    let client = |name: &str| -> Vec<String> {
+        vec![
+            "--cert".into(),
+            d.join(format!("{name}.pem")).display().to_string(),
+            "--key".into(),
+            d.join(format!("{name}.key")).display().to_string(),
+        ]
+    };
+    let with = |name: &str, auth: &[&str]| {
+        let mut args: Vec<String> = client(name);
+        args.extend(auth.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl_tls(d, &url, &args)
+    };
+
+    let (status, body, headers) = with("client", &["-u", "prometheus:s3cret"]);
+    assert_eq!((status, body.as_str()), (200, "up 1\n"));
+    assert!(headers.to_lowercase().contains("x-frame-options: deny"), "{headers}");
+    let (status, _, headers) = with("client", &["-u", "prometheus:wrong"]);
+    assert_eq!(status, 401);
+    assert!(headers.to_lowercase().contains("www-authenticate: basic"), "{headers}");
+    assert_eq!(with("client", &["-u", "nobody:s3cret"]).0, 401, "unknown user");
+    assert_eq!(with("client", &[]).0, 401, "no credentials");
+    assert_eq!(curl_tls(d, &url, &["-u", "prometheus:s3cret"]).0, 0, "no client certificate: no TLS session");
+    assert_eq!(with("intruder", &["-u", "prometheus:s3cret"]).0, 0, "a SAN that is not allowed: no HTTP");
+}

@@ -1,0 +1,285 @@
+//! `--web.config.file` in exporter-toolkit's format, so a host reuses the file its other exporters use:
+//! `tls_server_config` (certificate and key, client certificate checks, allowed SANs, TLS versions, cipher
+//! suites, curves), `http_server_config.headers`, and bcrypt `basic_auth_users`. Like exporter-toolkit, the
+//! file and the certificates are read again when they change, so renewed certificates need no restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use serde::Deserialize;
+use tokio_rustls::TlsAcceptor;
+
+/// Response headers exporter-toolkit allows to be set.
+const ALLOWED_HEADERS: [&str; 5] = [
+    "Content-Security-Policy",
+    "X-Frame-Options",
+    "X-Content-Type-Options",
+    "X-XSS-Protection",
+    "Strict-Transport-Security",
+];
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    pub tls_server_config: Option<TlsServerConfig>,
+    #[serde(default)]
+    pub http_server_config: HttpServerConfig,
+    #[serde(default)]
+    pub basic_auth_users: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsServerConfig {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    #[serde(default)]
+    pub client_auth_type: ClientAuth,
+    pub client_ca_file: Option<PathBuf>,
+    pub client_ca: Option<String>,
+    #[serde(default)]
+    pub client_allowed_sans: Vec<String>,
+    pub min_version: Option<String>,
+    pub max_version: Option<String>,
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
+    #[serde(default)]
+    pub curve_preferences: Vec<String>,
+    pub prefer_server_cipher_suites: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum ClientAuth {
+    #[default]
+    NoClientCert,
+    RequestClientCert,
+    RequireAnyClientCert,
+    VerifyClientCertIfGiven,
+    RequireAndVerifyClientCert,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpServerConfig {
+    pub http2: Option<bool>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The web configuration in force, with what was built from it.
+pub struct Web {
+    pub config: WebConfig,
+    pub tls: Option<TlsAcceptor>,
+    dummy_hash: String,
+    checked: Mutex<HashMap<(String, Vec<u8>), bool>>,
+}
+
+impl Web {
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut config: WebConfig = serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for name in config.http_server_config.headers.keys() {
+            if !ALLOWED_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+                return Err(format!(
+                    "{}: header {name:?} may not be set (allowed: {})",
+                    path.display(),
+                    ALLOWED_HEADERS.join(", ")
+                ));
+            }
+        }
+        let tls = match &mut config.tls_server_config {
+            Some(tls) => {
+                // Relative paths are relative to the web config file, as in exporter-toolkit.
+                for file in [&mut tls.cert_file, &mut tls.key_file, &mut tls.client_ca_file].into_iter().flatten() {
+                    if file.is_relative() {
+                        *file = dir.join(&*file);
+                    }
+                }
+                Some(acceptor(tls).map_err(|e| format!("{}: {e}", path.display()))?)
+            }
+            None => None,
+        };
+        let dummy_hash = bcrypt::hash("promsd: no such user", 10).map_err(|e| e.to_string())?;
+        Ok(Self { config, tls, dummy_hash, checked: Mutex::new(HashMap::new()) })
+    }
+
+    /// Whether `authorization` (the header's value) names a configured user with the right password. Unknown
+    /// users are checked against a dummy hash, so the time taken does not tell whether a user exists.
+    pub fn authorized(&self, authorization: Option<&str>) -> bool {
+        let users = &self.config.basic_auth_users;
+        if users.is_empty() {
+            return true;
+        }
+        let Some((user, password)) = authorization.and_then(parse_basic) else { return false };
+        let digest = ring::digest::digest(&ring::digest::SHA256, password.as_bytes()).as_ref().to_vec();
+        let key = (user.clone(), digest);
+        if let Some(known) = self.checked.lock().ok().and_then(|c| c.get(&key).copied()) {
+            return known;
+        }
+        let (hash, exists) = match users.get(&user) {
+            Some(hash) => (hash.as_str(), true),
+            None => (self.dummy_hash.as_str(), false),
+        };
+        let ok = bcrypt::verify(&password, hash).unwrap_or(false) && exists;
+        if let Ok(mut checked) = self.checked.lock() {
+            if checked.len() > 10_000 {
+                checked.clear();
+            }
+            checked.insert(key, ok);
+        }
+        ok
+    }
+
+    /// Whether a client certificate is one of `client_allowed_sans` (DNS names and IP addresses).
+    pub fn san_allowed(&self, peer: Option<&CertificateDer<'_>>) -> bool {
+        let Some(tls) = &self.config.tls_server_config else { return true };
+        if tls.client_allowed_sans.is_empty() {
+            return true;
+        }
+        let Some(cert) = peer.and_then(|der| webpki::EndEntityCert::try_from(der).ok()) else { return false };
+        tls.client_allowed_sans.iter().any(|san| {
+            ServerName::try_from(san.as_str()).is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok())
+        })
+    }
+}
+
+fn parse_basic(header: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let encoded = header.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+fn pem_or_file(inline: &Option<String>, file: &Option<PathBuf>, what: &str) -> Result<Vec<u8>, String> {
+    match (inline, file) {
+        (Some(text), _) => Ok(text.clone().into_bytes()),
+        (None, Some(path)) => std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display())),
+        (None, None) => Err(format!("tls_server_config needs {what}_file (or {what})")),
+    }
+}
+
+fn acceptor(tls: &TlsServerConfig) -> Result<TlsAcceptor, String> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if !tls.cipher_suites.is_empty() {
+        // Go's names; like Go, the list governs TLS 1.2 only (TLS 1.3 suites are always on).
+        provider.cipher_suites.retain(|suite| {
+            let name = format!("{:?}", suite.suite());
+            name.starts_with("TLS13_") || tls.cipher_suites.contains(&name)
+        });
+    }
+    if !tls.curve_preferences.is_empty() {
+        let mut groups = Vec::new();
+        for curve in &tls.curve_preferences {
+            let wanted = match curve.as_str() {
+                "X25519" => "X25519",
+                "CurveP256" => "secp256r1",
+                "CurveP384" => "secp384r1",
+                other => return Err(format!("unsupported curve {other:?} (X25519, CurveP256, CurveP384)")),
+            };
+            groups.extend(provider.kx_groups.iter().filter(|g| format!("{:?}", g.name()) == wanted).copied());
+        }
+        provider.kx_groups = groups;
+    }
+    let version = |v: &Option<String>, default: u8| match v.as_deref() {
+        None => Ok(default),
+        Some("TLS12") => Ok(12),
+        Some("TLS13") => Ok(13),
+        Some(other) => Err(format!("unsupported TLS version {other:?} (TLS12, TLS13)")),
+    };
+    let (min, max) = (version(&tls.min_version, 12)?, version(&tls.max_version, 13)?);
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> =
+        [(12, &rustls::version::TLS12), (13, &rustls::version::TLS13)]
+            .into_iter()
+            .filter(|(v, _)| (min..=max).contains(v))
+            .map(|(_, p)| p)
+            .collect();
+    let provider = Arc::new(provider);
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("TLS settings: {e}"))?;
+    let builder = match tls.client_auth_type {
+        ClientAuth::NoClientCert => builder.with_no_client_auth(),
+        ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
+            let ca = pem_or_file(&tls.client_ca, &tls.client_ca_file, "client_ca")?;
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&ca) {
+                roots.add(cert.map_err(|e| format!("client CA: {e}"))?).map_err(|e| format!("client CA: {e}"))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+            let verifier = if tls.client_auth_type == ClientAuth::VerifyClientCertIfGiven {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("client CA: {e}"))?)
+        }
+        other => {
+            return Err(format!(
+                "client_auth_type {other:?} is not supported yet (use VerifyClientCertIfGiven or RequireAndVerifyClientCert)"
+            ));
+        }
+    };
+    let resolver = ReloadingCert::new(tls.clone(), provider)?;
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The server certificate, read again on a handshake after its files changed.
+#[derive(Debug)]
+struct ReloadingCert {
+    tls: TlsServerConfig,
+    provider: Arc<CryptoProvider>,
+    current: Mutex<(Option<SystemTime>, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+impl ReloadingCert {
+    fn new(tls: TlsServerConfig, provider: Arc<CryptoProvider>) -> Result<Self, String> {
+        let key = certified_key(&tls, &provider)?;
+        let stamp = stamp(&tls);
+        Ok(Self { tls, provider, current: Mutex::new((stamp, Arc::new(key))) })
+    }
+}
+
+fn stamp(tls: &TlsServerConfig) -> Option<SystemTime> {
+    [&tls.cert_file, &tls.key_file]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max()
+}
+
+fn certified_key(tls: &TlsServerConfig, provider: &CryptoProvider) -> Result<rustls::sign::CertifiedKey, String> {
+    let cert = pem_or_file(&tls.cert, &tls.cert_file, "cert")?;
+    let key = pem_or_file(&tls.key, &tls.key_file, "key")?;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&cert).collect::<Result<_, _>>().map_err(|e| format!("certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| format!("key: {e}"))?;
+    rustls::sign::CertifiedKey::from_der(chain, key, provider).map_err(|e| format!("certificate and key: {e}"))
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let mut current = self.current.lock().ok()?;
+        let stamp = stamp(&self.tls);
+        if stamp != current.0 {
+            match certified_key(&self.tls, &self.provider) {
+                Ok(key) => *current = (stamp, Arc::new(key)),
+                Err(e) => tracing::warn!(error = %e, "cannot reload the TLS certificate; keeping the previous one"),
+            }
+        }
+        Some(current.1.clone())
+    }
+}
