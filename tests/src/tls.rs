@@ -14,6 +14,11 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// Writes `ca.pem`/`ca.key`, `server.pem`/`server.key` (for IP 127.0.0.1) and, for each `(name, san)`,
 /// `NAME.pem`/`NAME.key`, a client certificate with that subjectAltName (e.g. `DNS:prometheus.example`).
 pub fn make_certificates(dir: &Path, clients: &[(&str, &str)]) {
+    make_certificates_for(dir, "IP:127.0.0.1", clients);
+}
+
+/// As [`make_certificates`], with the server certificate's subjectAltName given (`DNS:a.example,IP:...`).
+pub fn make_certificates_for(dir: &Path, server_san: &str, clients: &[(&str, &str)]) {
     require("openssl");
     openssl(
         dir,
@@ -33,8 +38,7 @@ pub fn make_certificates(dir: &Path, clients: &[(&str, &str)]) {
             "/CN=promsd test CA",
         ],
     );
-    let mut certs =
-        vec![("server".to_string(), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth".to_string())];
+    let mut certs = vec![("server".to_string(), format!("subjectAltName={server_san}\nextendedKeyUsage=serverAuth"))];
     certs.extend(
         clients
             .iter()
