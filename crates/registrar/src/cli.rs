@@ -41,6 +41,9 @@ pub struct AgentArgs {
     /// Address the proxy listens on; its port is the one registered
     #[arg(long = "web.listen-address", default_value = "0.0.0.0:9998", value_name = "ADDR")]
     pub web_listen_address: std::net::SocketAddr,
+    /// Directories with one module per file (NAME.yml is module NAME); repeatable
+    #[arg(long = "config.dirs", value_name = "DIR")]
+    pub config_dirs: Vec<std::path::PathBuf>,
     /// TLS, client certificates and basic auth, in exporter-toolkit's web configuration format
     #[arg(long = "web.config.file", value_name = "FILE")]
     pub web_config_file: Option<std::path::PathBuf>,

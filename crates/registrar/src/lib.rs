@@ -61,8 +61,7 @@ pub async fn execute(cli: Cli) -> Result<i32, Error> {
             Ok(0)
         }
         Command::Agent(args) => {
-            let config =
-                agent::config::AgentConfig::load(&args.config).map_err(|e| std::io::Error::other(e.to_string()))?;
+            let source = agent::ConfigSource { path: args.config.clone(), dirs: args.config_dirs.clone() };
             let web = match &args.web_config_file {
                 Some(path) => Some(agent::server::WebSource::load(path).map_err(std::io::Error::other)?),
                 None => None,
@@ -80,7 +79,7 @@ pub async fn execute(cli: Cli) -> Result<i32, Error> {
                 }
                 stop.cancel();
             });
-            agent::run(config, web, listener, shutdown).await?;
+            agent::run(source, web, listener, shutdown).await?;
             Ok(0)
         }
         Command::Run(args) => {

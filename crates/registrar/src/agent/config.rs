@@ -137,29 +137,55 @@ fn optional_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Optio
     text.map(|t| parse_duration(&t).map_err(serde::de::Error::custom)).transpose()
 }
 
+/// `--config.dirs DIR`: every `NAME.yml` / `NAME.yaml` in DIR is the module NAME.
+pub fn load_module_dir(dir: &Path) -> Result<Vec<(String, ModuleConfig)>, ConfigError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| ConfigError::Read { path: dir.into(), source })?;
+    let mut modules = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|source| ConfigError::Read { path: dir.into(), source })?.path();
+        let (Some(stem), Some(ext)) =
+            (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|e| e.to_str()))
+        else {
+            continue;
+        };
+        if ext != "yml" && ext != "yaml" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let invalid = |message: String| ConfigError::Invalid { path: path.clone(), message };
+        let module: ModuleConfig = serde_norway::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        check_module(stem, &module).map_err(invalid)?;
+        modules.push((stem.to_string(), module));
+    }
+    modules.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(modules)
+}
+
+fn check_module(name: &str, module: &ModuleConfig) -> Result<(), String> {
+    promsd_common::name::validate_label("module", name).map_err(|e| e.to_string())?;
+    let section = match module.method {
+        Method::Http => module.http.is_some(),
+        Method::Exec => module.exec.is_some(),
+        Method::File => module.file.is_some(),
+    };
+    if !section {
+        return Err(format!("module {name}: method {:?} needs its own section", module.method));
+    }
+    if let Some(http) = &module.http
+        && http.scheme != "http"
+    {
+        return Err(format!("module {name}: scheme {:?} is not supported yet (http only)", http.scheme));
+    }
+    Ok(())
+}
+
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let invalid = |message: String| ConfigError::Invalid { path: path.into(), message };
         let config: AgentConfig = serde_norway::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         for (name, module) in &config.modules {
-            promsd_common::name::validate_label("module", name).map_err(|e| invalid(e.to_string()))?;
-            let section = match module.method {
-                Method::Http => module.http.is_some(),
-                Method::Exec => module.exec.is_some(),
-                Method::File => module.file.is_some(),
-            };
-            if !section {
-                return Err(invalid(format!("module {name}: method {:?} needs its own section", module.method)));
-            }
-            if let Some(http) = &module.http
-                && http.scheme != "http"
-            {
-                return Err(invalid(format!(
-                    "module {name}: scheme {:?} is not supported yet (http only)",
-                    http.scheme
-                )));
-            }
+            check_module(name, module).map_err(invalid)?;
         }
         Ok(config)
     }

@@ -9,6 +9,7 @@ pub mod module;
 pub mod server;
 pub mod webconfig;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,40 +45,127 @@ pub fn registrations(config: &AgentConfig, port: u16) -> Result<Vec<Registration
         .collect()
 }
 
-/// Serves and registers until `shutdown`, then deregisters.
+/// Where the configuration comes from, to read it again on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: std::path::PathBuf,
+    /// `--config.dirs`: one module per file, named after the file.
+    pub dirs: Vec<std::path::PathBuf>,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<AgentConfig, String> {
+        let mut config = AgentConfig::load(&self.path).map_err(|e| e.to_string())?;
+        for dir in &self.dirs {
+            for (name, module) in config::load_module_dir(dir).map_err(|e| e.to_string())? {
+                if config.modules.insert(name.clone(), module).is_some() {
+                    return Err(format!(
+                        "module {name} is defined twice (in {} and {})",
+                        self.path.display(),
+                        dir.display()
+                    ));
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// One registration being kept, with what stops it.
+struct Kept {
+    registration: Registration,
+    status: Arc<Status>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn keep(etcd: &promsd_common::EtcdArgs, registration: Registration, lease_ttl: Option<Duration>) -> Kept {
+    let status = Arc::new(Status::default());
+    let stop = CancellationToken::new();
+    let task =
+        tokio::spawn(run::keep_registered(etcd.clone(), registration.clone(), lease_ttl, status.clone(), stop.clone()));
+    Kept { registration, status, stop, task }
+}
+
+async fn release(etcd: &promsd_common::EtcdArgs, kept: Kept) {
+    kept.stop.cancel();
+    let _ = kept.task.await;
+    let lease = kept.status.lease.lock().ok().and_then(|l| *l);
+    run::deregister(Store::new(etcd.clone(), Duration::from_secs(10)), &kept.registration, lease).await;
+}
+
+/// Serves and registers until `shutdown`, then deregisters. SIGHUP reads the configuration again: the new
+/// module set answers the next request (scrapes in flight finish with the old one), and the registrations
+/// follow it.
 pub async fn run(
-    config: AgentConfig,
+    source: ConfigSource,
     web: Option<server::WebSource>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let config = source.load().map_err(std::io::Error::other)?;
     let port = listener.local_addr()?.port();
-    let registrations = registrations(&config, port).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let etcd = config.etcd_args();
-    let lease_ttl = config.lease_ttl;
-    let proxy = Arc::new(server::Proxy { config, metrics: server::ProxyMetrics::default(), web });
-    let server = tokio::spawn(server::serve(listener, proxy, shutdown.clone()));
-    let stop = CancellationToken::new();
-    let mut keepers = Vec::new();
-    for registration in &registrations {
-        let status = Arc::new(Status::default());
-        let task = tokio::spawn(run::keep_registered(
-            etcd.clone(),
-            registration.clone(),
-            lease_ttl,
-            status.clone(),
-            stop.clone(),
-        ));
-        keepers.push((registration, status, task));
+    let mut etcd = config.etcd_args();
+    let mut kept: BTreeMap<String, Kept> = BTreeMap::new();
+    for registration in registrations(&config, port).map_err(|e| std::io::Error::other(e.to_string()))? {
+        kept.insert(registration.key.clone(), keep(&etcd, registration, config.lease_ttl));
     }
-    tracing::info!(port, modules = registrations.len(), "agent serving");
-    shutdown.cancelled().await;
-    stop.cancel();
+    tracing::info!(port, modules = kept.len(), "agent serving");
+    let proxy = Arc::new(server::Proxy {
+        config: arc_swap::ArcSwap::from_pointee(config),
+        metrics: server::ProxyMetrics::default(),
+        web,
+    });
+    let server = tokio::spawn(server::serve(listener, proxy.clone(), shutdown.clone()));
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = hup.recv() => {}
+        }
+        let config = match source.load() {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reload the configuration; keeping the running one");
+                continue;
+            }
+        };
+        let wanted = match registrations(&config, port) {
+            Ok(wanted) => wanted,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reload the configuration; keeping the running one");
+                continue;
+            }
+        };
+        let lease_ttl = config.lease_ttl;
+        let new_etcd = config.etcd_args();
+        proxy.config.store(Arc::new(config));
+        // Keep what is unchanged; release what went or changed; start what is new.
+        let mut next = BTreeMap::new();
+        for registration in wanted {
+            match kept.remove(&registration.key) {
+                Some(old) if old.registration.service == registration.service => {
+                    next.insert(registration.key.clone(), old);
+                }
+                Some(old) => {
+                    release(&etcd, old).await;
+                    next.insert(registration.key.clone(), keep(&new_etcd, registration, lease_ttl));
+                }
+                None => {
+                    next.insert(registration.key.clone(), keep(&new_etcd, registration, lease_ttl));
+                }
+            }
+        }
+        for (_, gone) in std::mem::take(&mut kept) {
+            release(&etcd, gone).await;
+        }
+        kept = next;
+        etcd = new_etcd;
+        tracing::info!(modules = kept.len(), "configuration reloaded");
+    }
     let _ = server.await;
-    for (registration, status, task) in keepers {
-        let _ = task.await;
-        let lease = status.lease.lock().ok().and_then(|l| *l);
-        run::deregister(Store::new(etcd.clone(), Duration::from_secs(10)), registration, lease).await;
+    for (_, registration) in kept {
+        release(&etcd, registration).await;
     }
     Ok(())
 }

@@ -36,7 +36,8 @@ pub struct ProxyMetrics {
 }
 
 pub struct Proxy {
-    pub config: AgentConfig,
+    /// Swapped whole on SIGHUP; a scrape keeps the configuration it started with.
+    pub config: arc_swap::ArcSwap<AgentConfig>,
     pub metrics: ProxyMetrics,
     /// `--web.config.file`, read again when it changes.
     pub web: Option<WebSource>,
@@ -148,7 +149,8 @@ async fn route(request: Request<Incoming>, proxy: &Proxy) -> Reply {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "Only GET is supported.\n");
     }
-    if let Some(token) = &proxy.config.token {
+    let config = proxy.config.load_full();
+    if let Some(token) = &config.token {
         let given = request.headers().get(token.header.as_str()).map(|v| v.as_bytes()).unwrap_or_default();
         if !constant_time_eq(given, token.value.as_bytes()) {
             proxy.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
@@ -156,9 +158,9 @@ async fn route(request: Request<Incoming>, proxy: &Proxy) -> Reply {
         }
     }
     match request.uri().path() {
-        "/proxy" => scrape(&request, proxy).await,
-        "/metrics" => text(StatusCode::OK, render_metrics(proxy)),
-        "/" => index(&request, proxy),
+        "/proxy" => scrape(&request, &config, proxy).await,
+        "/metrics" => text(StatusCode::OK, render_metrics(&config, proxy)),
+        "/" => index(&request, &config),
         _ => text(StatusCode::NOT_FOUND, "Not found.\n"),
     }
 }
@@ -172,7 +174,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-async fn scrape(request: &Request<Incoming>, proxy: &Proxy) -> Reply {
+async fn scrape(request: &Request<Incoming>, config: &AgentConfig, proxy: &Proxy) -> Reply {
     let query = request.uri().query().unwrap_or_default();
     // The first `module` names the module; everything else goes to the backend as it came.
     let mut module_name = None;
@@ -184,7 +186,7 @@ async fn scrape(request: &Request<Incoming>, proxy: &Proxy) -> Reply {
         }
     }
     let Some(name) = module_name else { return text(StatusCode::BAD_REQUEST, "missing ?module=NAME\n") };
-    let Some(module) = proxy.config.modules.get(&name) else {
+    let Some(module) = config.modules.get(&name) else {
         return text(StatusCode::NOT_FOUND, format!("unknown module {name:?}\n"));
     };
     let deadline = deadline(request, module.timeout);
@@ -237,12 +239,11 @@ fn deadline(request: &Request<Incoming>, module_timeout: Option<Duration>) -> Du
     }
 }
 
-fn index(request: &Request<Incoming>, proxy: &Proxy) -> Reply {
+fn index(request: &Request<Incoming>, config: &AgentConfig) -> Reply {
     let wants_json =
         request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
     if wants_json {
-        let modules: serde_json::Map<String, serde_json::Value> = proxy
-            .config
+        let modules: serde_json::Map<String, serde_json::Value> = config
             .modules
             .iter()
             .map(|(name, m)| (name.clone(), serde_json::json!({ "method": format!("{:?}", m.method).to_lowercase() })))
@@ -251,12 +252,8 @@ fn index(request: &Request<Incoming>, proxy: &Proxy) -> Reply {
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return response;
     }
-    let links: String = proxy
-        .config
-        .modules
-        .keys()
-        .map(|name| format!("<li><a href=\"/proxy?module={name}\">{name}</a></li>"))
-        .collect();
+    let links: String =
+        config.modules.keys().map(|name| format!("<li><a href=\"/proxy?module={name}\">{name}</a></li>")).collect();
     let mut response = text(
         StatusCode::OK,
         format!(
@@ -267,7 +264,7 @@ fn index(request: &Request<Incoming>, proxy: &Proxy) -> Reply {
     response
 }
 
-fn render_metrics(proxy: &Proxy) -> String {
+fn render_metrics(config: &AgentConfig, proxy: &Proxy) -> String {
     let m = &proxy.metrics;
     let mut out = String::new();
     for (name, help, value) in [
@@ -288,7 +285,7 @@ fn render_metrics(proxy: &Proxy) -> String {
     }
     out.push_str(&format!(
         "# HELP registrar_agent_modules Modules configured.\n# TYPE registrar_agent_modules gauge\nregistrar_agent_modules {}\n",
-        proxy.config.modules.len()
+        config.modules.len()
     ));
     out
 }

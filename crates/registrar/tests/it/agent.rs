@@ -246,3 +246,63 @@ fn web_config_tls_client_certificates_and_basic_auth() {
     assert_eq!(curl_tls(d, &url, &["-u", "prometheus:s3cret"]).0, 0, "no client certificate: no TLS session");
     assert_eq!(with("intruder", &["-u", "prometheus:s3cret"]).0, 0, "a SAN that is not allowed: no HTTP");
 }
+
+#[test]
+fn sighup_reloads_modules_and_registrations_follow() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let modules = d.join("modules");
+    std::fs::create_dir(&modules).expect("mkdir");
+    std::fs::write(d.join("up.prom"), "up 1\n").expect("write");
+    let file_module = |path: &std::path::Path| format!("method: file\nfile:\n  path: {}\n", path.display());
+    std::fs::write(modules.join("b.yml"), file_module(&d.join("up.prom"))).expect("write b");
+    let config = |names: &[&str]| {
+        let mut text = format!(
+            "etcd:\n  endpoints: [{}]\nzone: prom.local\naddress: 127.0.0.1\ninstance: h\nmodules:\n",
+            etcd.endpoint
+        );
+        for name in names {
+            if *name == "slow" {
+                text.push_str("  slow:\n    method: exec\n    exec:\n      command: sh\n      args: [\"-c\", \"sleep 2; echo up 1\"]\n");
+            } else {
+                text.push_str(&format!(
+                    "  {name}:\n    method: file\n    file:\n      path: {}\n",
+                    d.join("up.prom").display()
+                ));
+            }
+        }
+        text
+    };
+    std::fs::write(d.join("agent.yml"), config(&["a", "slow"])).expect("write config");
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut command = registrar();
+    command.arg("agent").arg("--config").arg(d.join("agent.yml")).arg("--config.dirs").arg(&modules);
+    command.args(["--web.listen-address", &addr.to_string()]);
+    let agent = Process::spawn("agent", command, &d.join("agent.log"));
+    let registered = |module: &str| etcd.get(&format!("/skydns/local/prom/{module}/h")).is_some();
+    eventually("a, b and slow registered", Duration::from_secs(10), || {
+        (registered("a") && registered("b") && registered("slow")).then_some(())
+    });
+    assert_eq!(get(addr, "/proxy?module=b", &[]).0, 200, "a module from --config.dirs");
+
+    // A scrape in flight while the configuration changes (and its module goes away) still completes.
+    let in_flight = std::thread::spawn(move || get(addr, "/proxy?module=slow", &[]));
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(d.join("agent.yml"), config(&["c"])).expect("rewrite config");
+    std::fs::write(modules.join("d.yaml"), file_module(&d.join("up.prom"))).expect("write d");
+    agent.signal("HUP");
+    assert_eq!(in_flight.join().expect("scrape thread"), (200, "up 1\n".to_string()));
+    eventually("registrations to follow the new modules", Duration::from_secs(15), || {
+        (!registered("a") && !registered("slow") && registered("b") && registered("c") && registered("d")).then_some(())
+    });
+    assert_eq!(get(addr, "/proxy?module=a", &[]).0, 404);
+    assert_eq!(get(addr, "/proxy?module=d", &[]).0, 200);
+
+    // A broken configuration is refused and the running one stays.
+    std::fs::write(d.join("agent.yml"), "modules: [").expect("break config");
+    agent.signal("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(get(addr, "/proxy?module=c", &[]).0, 200);
+    assert!(registered("c"));
+}
