@@ -98,6 +98,16 @@ pub struct HttpModule {
     pub headers: BTreeMap<String, String>,
     pub basic_auth_username: Option<String>,
     pub basic_auth_password: Option<String>,
+    /// For `scheme: https`: the CA that signs the exporter's certificate (else the system's store is not
+    /// consulted: give one, or `tls_insecure_skip_verify`).
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate for exporters that require one.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_insecure_skip_verify: bool,
+    /// The name to verify the exporter's certificate for [default: address].
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,10 +181,16 @@ fn check_module(name: &str, module: &ModuleConfig) -> Result<(), String> {
     if !section {
         return Err(format!("module {name}: method {:?} needs its own section", module.method));
     }
-    if let Some(http) = &module.http
-        && http.scheme != "http"
-    {
-        return Err(format!("module {name}: scheme {:?} is not supported yet (http only)", http.scheme));
+    if let Some(http) = &module.http {
+        if http.scheme != "http" && http.scheme != "https" {
+            return Err(format!("module {name}: scheme {:?} must be http or https", http.scheme));
+        }
+        if http.scheme == "https" && http.tls_ca_file.is_none() && !http.tls_insecure_skip_verify {
+            return Err(format!("module {name}: https needs tls_ca_file (or tls_insecure_skip_verify: true)"));
+        }
+        if http.tls_cert_file.is_some() != http.tls_key_file.is_some() {
+            return Err(format!("module {name}: tls_cert_file and tls_key_file go together"));
+        }
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! (service = module name), so Prometheus finds each module through dnsd and scrapes it through the proxy.
 //! Registrations are kept while the agent runs (with a lease, when configured) and removed when it stops.
 
+pub mod backend_tls;
 pub mod config;
 pub mod exposition;
 pub mod module;

@@ -71,9 +71,21 @@ fn gunzip(body: &[u8]) -> Result<Vec<u8>, ScrapeError> {
 async fn fetch_http(http: &HttpModule, query: &str) -> Result<Scrape, ScrapeError> {
     let backend = |e: &dyn std::fmt::Display| ScrapeError::Backend(format!("{}:{}: {e}", http.address, http.port));
     let stream = tokio::net::TcpStream::connect((http.address.as_str(), http.port)).await.map_err(|e| backend(&e))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| backend(&e))?;
-    tokio::spawn(connection);
+    let mut sender = if http.scheme == "https" {
+        let connector = super::backend_tls::connector(http).map_err(|e| backend(&e))?;
+        let name = http.server_name.clone().unwrap_or_else(|| http.address.clone());
+        let name = rustls::pki_types::ServerName::try_from(name).map_err(|e| backend(&e))?;
+        let tls = connector.connect(name, stream).await.map_err(|e| backend(&e))?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| backend(&e))?;
+        tokio::spawn(connection);
+        sender
+    } else {
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| backend(&e))?;
+        tokio::spawn(connection);
+        sender
+    };
     let uri = if query.is_empty() { http.path.clone() } else { format!("{}?{query}", http.path) };
     let mut request = Request::get(uri).header(hyper::header::HOST, format!("{}:{}", http.address, http.port));
     for (name, value) in &http.headers {

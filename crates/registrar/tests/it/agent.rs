@@ -306,3 +306,43 @@ fn sighup_reloads_modules_and_registrations_follow() {
     assert_eq!(get(addr, "/proxy?module=c", &[]).0, 200);
     assert!(registered("c"));
 }
+
+#[test]
+fn backend_exporters_over_https_with_basic_auth() {
+    require("prometheus-node-exporter");
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    promsd_tests::tls::make_certificates(d, &[]);
+    // The node exporter's own web config: TLS and basic auth, as exporter-toolkit reads it.
+    std::fs::write(
+        d.join("node-web.yml"),
+        format!("tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\nbasic_auth_users:\n  agent: {S3CRET_HASH}\n"),
+    )
+    .expect("write");
+    let node_port = free_port();
+    let mut exporter = Command::new("prometheus-node-exporter");
+    exporter.args([
+        format!("--web.listen-address=127.0.0.1:{node_port}"),
+        "--collector.disable-defaults".into(),
+        "--collector.loadavg".into(),
+    ]);
+    exporter.arg(format!("--web.config.file={}", d.join("node-web.yml").display()));
+    let _exporter = Process::spawn("node", exporter, &d.join("node.log"));
+    let config = format!(
+        "etcd:\n  endpoints: [{}]\nzone: prom.local\naddress: 127.0.0.1\nmodules:\n  node:\n    method: http\n    http:\n      port: {node_port}\n      address: 127.0.0.1\n      scheme: https\n      tls_ca_file: {}\n      basic_auth_username: agent\n      basic_auth_password: s3cret\n  wrongpass:\n    method: http\n    http:\n      port: {node_port}\n      address: 127.0.0.1\n      scheme: https\n      tls_ca_file: {}\n      basic_auth_username: agent\n      basic_auth_password: nope\n",
+        etcd.endpoint,
+        d.join("ca.pem").display(),
+        d.join("ca.pem").display()
+    );
+    let (_agent, addr) = start_agent(d, &config);
+    let (status, body) = eventually("the https exporter through the agent", Duration::from_secs(10), || {
+        let reply = get(addr, "/proxy?module=node", &[]);
+        (reply.0 == 200).then_some(reply)
+    });
+    assert_eq!(status, 200);
+    assert!(body.contains("node_load1"), "{body}");
+    let (status, body) = get(addr, "/proxy?module=wrongpass", &[]);
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("401"), "{body}");
+}
