@@ -70,21 +70,12 @@ fn gunzip(body: &[u8]) -> Result<Vec<u8>, ScrapeError> {
 
 async fn fetch_http(http: &HttpModule, query: &str) -> Result<Scrape, ScrapeError> {
     let backend = |e: &dyn std::fmt::Display| ScrapeError::Backend(format!("{}:{}: {e}", http.address, http.port));
-    let stream = tokio::net::TcpStream::connect((http.address.as_str(), http.port)).await.map_err(|e| backend(&e))?;
-    let mut sender = if http.scheme == "https" {
-        let connector = super::backend_tls::connector(http).map_err(|e| backend(&e))?;
-        let name = http.server_name.clone().unwrap_or_else(|| http.address.clone());
-        let name = rustls::pki_types::ServerName::try_from(name).map_err(|e| backend(&e))?;
-        let tls = connector.connect(name, stream).await.map_err(|e| backend(&e))?;
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| backend(&e))?;
-        tokio::spawn(connection);
-        sender
-    } else {
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| backend(&e))?;
-        tokio::spawn(connection);
-        sender
+    let pool_key = format!("{}://{}:{}", http.scheme, http.address, http.port);
+    let reused = pooled(&pool_key);
+    let from_pool = reused.is_some();
+    let mut sender = match reused {
+        Some(sender) => sender,
+        None => connect(http).await.map_err(|e| backend(&e))?,
     };
     let uri = if query.is_empty() { http.path.clone() } else { format!("{}?{query}", http.path) };
     let mut request = Request::get(uri).header(hyper::header::HOST, format!("{}:{}", http.address, http.port));
@@ -98,7 +89,17 @@ async fn fetch_http(http: &HttpModule, query: &str) -> Result<Scrape, ScrapeErro
         request = request.header(hyper::header::AUTHORIZATION, format!("Basic {token}"));
     }
     let request = request.body(Empty::<Bytes>::new()).map_err(|e| backend(&e))?;
-    let response = sender.send_request(request).await.map_err(|e| backend(&e))?;
+    let retry = from_pool.then(|| clone_request(&request));
+    let response = match sender.send_request(request).await {
+        Ok(response) => response,
+        // An idle connection the backend closed meanwhile: once more on a new one.
+        Err(_) if retry.is_some() => {
+            sender = connect(http).await.map_err(|e| backend(&e))?;
+            let request = retry.ok_or_else(|| backend(&"no request to retry"))?;
+            sender.send_request(request).await.map_err(|e| backend(&e))?
+        }
+        Err(e) => return Err(backend(&e)),
+    };
     if !response.status().is_success() {
         return Err(ScrapeError::Backend(format!("{}:{} answered {}", http.address, http.port, response.status())));
     }
@@ -106,7 +107,63 @@ async fn fetch_http(http: &HttpModule, query: &str) -> Result<Scrape, ScrapeErro
     let content_type = header(hyper::header::CONTENT_TYPE).unwrap_or_else(|| TEXT_FORMAT.into());
     let content_encoding = header(hyper::header::CONTENT_ENCODING);
     let body = response.into_body().collect().await.map_err(|e| backend(&e))?.to_bytes();
+    give_back(pool_key, sender);
     Ok(Scrape { content_type, content_encoding, body })
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// Idle keep-alive connections to backends, so a scrape does not pay for a TCP (and TLS) handshake.
+static POOL: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Vec<Sender>>>> =
+    std::sync::LazyLock::new(Default::default);
+const IDLE_PER_BACKEND: usize = 16;
+
+fn pooled(key: &str) -> Option<Sender> {
+    let mut pool = POOL.lock().ok()?;
+    let idle = pool.get_mut(key)?;
+    while let Some(sender) = idle.pop() {
+        if !sender.is_closed() && sender.is_ready() {
+            return Some(sender);
+        }
+    }
+    None
+}
+
+fn give_back(key: String, sender: Sender) {
+    if let Ok(mut pool) = POOL.lock() {
+        let idle = pool.entry(key).or_default();
+        if idle.len() < IDLE_PER_BACKEND && !sender.is_closed() {
+            idle.push(sender);
+        }
+    }
+}
+
+fn clone_request(request: &Request<Empty<Bytes>>) -> Request<Empty<Bytes>> {
+    let mut copy = Request::new(Empty::new());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+async fn connect(http: &HttpModule) -> Result<Sender, String> {
+    let stream = tokio::net::TcpStream::connect((http.address.as_str(), http.port)).await.map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    if http.scheme == "https" {
+        let connector = super::backend_tls::connector(http)?;
+        let name = http.server_name.clone().unwrap_or_else(|| http.address.clone());
+        let name = rustls::pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
+        let tls = connector.connect(name, stream).await.map_err(|e| e.to_string())?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        Ok(sender)
+    } else {
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
 }
 
 /// Runs the command in its own process group, and kills the whole group at the deadline.
