@@ -32,11 +32,19 @@ pub struct Scrape {
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub async fn scrape(module: &ModuleConfig, query: &str, deadline: Duration) -> Result<Scrape, ScrapeError> {
+/// `accept_gzip`: the client takes gzip, so an http backend may send it compressed (passed on as it is).
+pub async fn scrape(
+    module: &ModuleConfig,
+    query: &str,
+    deadline: Duration,
+    accept_gzip: bool,
+) -> Result<Scrape, ScrapeError> {
     let fetched = match module.method {
         Method::Http => {
             let http = module.http.as_ref().ok_or_else(|| ScrapeError::Backend("no http section".into()))?;
-            tokio::time::timeout(deadline, fetch_http(http, query)).await.map_err(|_| ScrapeError::Timeout(deadline))?
+            tokio::time::timeout(deadline, fetch_http(http, query, accept_gzip))
+                .await
+                .map_err(|_| ScrapeError::Timeout(deadline))?
         }
         Method::Exec => {
             let exec = module.exec.as_ref().ok_or_else(|| ScrapeError::Backend("no exec section".into()))?;
@@ -68,7 +76,7 @@ fn gunzip(body: &[u8]) -> Result<Vec<u8>, ScrapeError> {
     Ok(plain)
 }
 
-async fn fetch_http(http: &HttpModule, query: &str) -> Result<Scrape, ScrapeError> {
+async fn fetch_http(http: &HttpModule, query: &str, accept_gzip: bool) -> Result<Scrape, ScrapeError> {
     let backend = |e: &dyn std::fmt::Display| ScrapeError::Backend(format!("{}:{}: {e}", http.address, http.port));
     let pool_key = format!("{}://{}:{}", http.scheme, http.address, http.port);
     let reused = pooled(&pool_key);
@@ -81,6 +89,9 @@ async fn fetch_http(http: &HttpModule, query: &str) -> Result<Scrape, ScrapeErro
     let mut request = Request::get(uri).header(hyper::header::HOST, format!("{}:{}", http.address, http.port));
     for (name, value) in &http.headers {
         request = request.header(name.as_str(), value.as_str());
+    }
+    if accept_gzip {
+        request = request.header(hyper::header::ACCEPT_ENCODING, "gzip");
     }
     if let Some(user) = &http.basic_auth_username {
         use base64::Engine;

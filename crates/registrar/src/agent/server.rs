@@ -192,7 +192,12 @@ async fn scrape(request: &Request<Incoming>, config: &AgentConfig, proxy: &Proxy
     let deadline = deadline(request, module.timeout);
     proxy.metrics.scrapes.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    match module::scrape(module, &forwarded.join("&"), deadline).await {
+    let accept_gzip = request
+        .headers()
+        .get(hyper::header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    match module::scrape(module, &forwarded.join("&"), deadline, accept_gzip).await {
         Ok(scrape) => {
             let mut response = Response::new(Full::new(scrape.body));
             if let Ok(value) = HeaderValue::from_str(&scrape.content_type) {

@@ -225,10 +225,13 @@ fn acceptor(tls: &TlsServerConfig) -> Result<TlsAcceptor, String> {
             };
             builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("client CA: {e}"))?)
         }
-        other => {
-            return Err(format!(
-                "client_auth_type {other:?} is not supported yet (use VerifyClientCertIfGiven or RequireAndVerifyClientCert)"
-            ));
+        // Go's RequestClientCert / RequireAnyClientCert: a certificate is asked for (or required) but not
+        // checked against a CA; client_allowed_sans can still restrict it.
+        ClientAuth::RequestClientCert | ClientAuth::RequireAnyClientCert => {
+            builder.with_client_cert_verifier(Arc::new(AnyClientCert {
+                provider: provider.clone(),
+                required: tls.client_auth_type == ClientAuth::RequireAnyClientCert,
+            }))
         }
     };
     let resolver = ReloadingCert::new(tls.clone(), provider)?;
@@ -281,5 +284,53 @@ impl rustls::server::ResolvesServerCert for ReloadingCert {
             }
         }
         Some(current.1.clone())
+    }
+}
+
+/// Accepts any client certificate (still checking the handshake signature made with its key).
+#[derive(Debug)]
+struct AnyClientCert {
+    provider: Arc<CryptoProvider>,
+    required: bool,
+}
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientCert {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.required
     }
 }

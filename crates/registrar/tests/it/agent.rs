@@ -346,3 +346,87 @@ fn backend_exporters_over_https_with_basic_auth() {
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("401"), "{body}");
 }
+
+#[test]
+fn gzip_is_verified_and_passed_on() {
+    require("prometheus-node-exporter");
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node_port = free_port();
+    let mut exporter = Command::new("prometheus-node-exporter");
+    exporter.args([
+        format!("--web.listen-address=127.0.0.1:{node_port}"),
+        "--collector.disable-defaults".into(),
+        "--collector.loadavg".into(),
+    ]);
+    let _exporter = Process::spawn("node", exporter, &dir.path().join("node.log"));
+    let config = format!(
+        "etcd:\n  endpoints: [{}]\nzone: prom.local\naddress: 127.0.0.1\nmodules:\n  node:\n    method: http\n    http:\n      port: {node_port}\n      address: 127.0.0.1\n",
+        etcd.endpoint
+    );
+    let (_agent, addr) = start_agent(dir.path(), &config);
+    let out = eventually("a gzip scrape", Duration::from_secs(10), || {
+        let out = Command::new("curl")
+            .args(["-s", "--compressed", "-D", "-", &format!("http://{addr}/proxy?module=node")])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("node_load1").then_some(text)
+    });
+    assert!(out.to_lowercase().contains("content-encoding: gzip"), "{out}");
+}
+
+#[test]
+fn renewed_certificates_are_served_without_a_restart_and_any_client_cert_mode() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    promsd_tests::tls::make_certificates(d, &[("client", "DNS:client.example")]);
+    let other = d.join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    // A second CA with its own server and client certificates, for the renewal and an unknown client.
+    promsd_tests::tls::make_certificates(&other, &[("stranger", "DNS:stranger.example")]);
+    std::fs::write(d.join("up.prom"), "up 1\n").expect("write");
+    std::fs::write(
+        d.join("web.yml"),
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  client_auth_type: RequireAnyClientCert\n",
+    )
+    .expect("web config");
+    let config = format!(
+        "etcd:\n  endpoints: [{}]\nzone: prom.local\naddress: 127.0.0.1\nmodules:\n  up:\n    method: file\n    file:\n      path: {}\n",
+        etcd.endpoint,
+        d.join("up.prom").display()
+    );
+    std::fs::write(d.join("agent.yml"), config).expect("config");
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut command = registrar();
+    command.arg("agent").arg("--config").arg(d.join("agent.yml")).arg("--web.config.file").arg(d.join("web.yml"));
+    command.args(["--web.listen-address", &addr.to_string()]);
+    let _agent = Process::spawn("agent", command, &d.join("agent.log"));
+    eventually("the agent to listen", Duration::from_secs(10), || std::net::TcpStream::connect(addr).ok());
+    let url = format!("https://127.0.0.1:{}/proxy?module=up", addr.port());
+    let curl = |ca: &std::path::Path, cert: Option<(&std::path::Path, &str)>| {
+        let mut command = Command::new("curl");
+        command.args(["-s", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"]).arg(ca);
+        if let Some((dir, name)) = cert {
+            command
+                .arg("--cert")
+                .arg(dir.join(format!("{name}.pem")))
+                .arg("--key")
+                .arg(dir.join(format!("{name}.key")));
+        }
+        String::from_utf8_lossy(&command.arg(&url).output().expect("curl").stdout).into_owned()
+    };
+    // RequireAnyClientCert: any certificate, from any CA; none at all is refused.
+    assert_eq!(curl(&d.join("ca.pem"), Some((d, "client"))), "200");
+    assert_eq!(curl(&d.join("ca.pem"), Some((&other, "stranger"))), "200");
+    assert_eq!(curl(&d.join("ca.pem"), None), "000");
+
+    // Renew: the other CA's server certificate replaces the files; the next handshake serves it.
+    std::fs::copy(other.join("server.pem"), d.join("server.pem")).expect("renew cert");
+    std::fs::copy(other.join("server.key"), d.join("server.key")).expect("renew key");
+    eventually("the renewed certificate", Duration::from_secs(10), || {
+        (curl(&other.join("ca.pem"), Some((d, "client"))) == "200").then_some(())
+    });
+    assert_eq!(curl(&d.join("ca.pem"), Some((d, "client"))), "000", "the old certificate is gone");
+}
