@@ -22,11 +22,16 @@ fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) 
 }
 
 fn start_agent(dir: &std::path::Path, config: &str) -> (Process, SocketAddr) {
+    start_agent_with(dir, config, &[])
+}
+
+/// Writes `config` as DIR/agent.yml and starts the agent on a free port with `extra` flags.
+fn start_agent_with(dir: &std::path::Path, config: &str, extra: &[&std::ffi::OsStr]) -> (Process, SocketAddr) {
     let path = dir.join("agent.yml");
     std::fs::write(&path, config).expect("write config");
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let mut command = registrar();
-    command.arg("agent").arg("--config").arg(&path).args(["--web.listen-address", &addr.to_string()]);
+    command.arg("agent").arg("--config").arg(&path).args(extra).args(["--web.listen-address", &addr.to_string()]);
     let process = Process::spawn("agent", command, &dir.join("agent.log"));
     eventually("the agent to listen", Duration::from_secs(10), || std::net::TcpStream::connect(addr).ok());
     (process, addr)
@@ -207,18 +212,8 @@ fn web_config_tls_client_certificates_and_basic_auth() {
         etcd.endpoint,
         d.join("up.prom").display()
     );
-    std::fs::write(d.join("agent.yml"), config).expect("write config");
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let mut command = registrar();
-    command
-        .arg("agent")
-        .arg("--config")
-        .arg(d.join("agent.yml"))
-        .arg("--web.config.file")
-        .arg(d.join("web.yml"))
-        .args(["--web.listen-address", &addr.to_string()]);
-    let _agent = Process::spawn("agent", command, &d.join("agent.log"));
-    eventually("the agent to listen", Duration::from_secs(10), || std::net::TcpStream::connect(addr).ok());
+    let web = d.join("web.yml");
+    let (_agent, addr) = start_agent_with(d, &config, &["--web.config.file".as_ref(), web.as_os_str()]);
     let url = format!("https://127.0.0.1:{}/proxy?module=up", addr.port());
     let client = |name: &str| -> Vec<String> {
         vec![
@@ -274,12 +269,7 @@ fn sighup_reloads_modules_and_registrations_follow() {
         }
         text
     };
-    std::fs::write(d.join("agent.yml"), config(&["a", "slow"])).expect("write config");
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let mut command = registrar();
-    command.arg("agent").arg("--config").arg(d.join("agent.yml")).arg("--config.dirs").arg(&modules);
-    command.args(["--web.listen-address", &addr.to_string()]);
-    let agent = Process::spawn("agent", command, &d.join("agent.log"));
+    let (agent, addr) = start_agent_with(d, &config(&["a", "slow"]), &["--config.dirs".as_ref(), modules.as_os_str()]);
     let registered = |module: &str| etcd.get(&format!("/skydns/local/prom/{module}/h")).is_some();
     eventually("a, b and slow registered", Duration::from_secs(10), || {
         (registered("a") && registered("b") && registered("slow")).then_some(())
@@ -397,13 +387,8 @@ fn renewed_certificates_are_served_without_a_restart_and_any_client_cert_mode() 
         etcd.endpoint,
         d.join("up.prom").display()
     );
-    std::fs::write(d.join("agent.yml"), config).expect("config");
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let mut command = registrar();
-    command.arg("agent").arg("--config").arg(d.join("agent.yml")).arg("--web.config.file").arg(d.join("web.yml"));
-    command.args(["--web.listen-address", &addr.to_string()]);
-    let _agent = Process::spawn("agent", command, &d.join("agent.log"));
-    eventually("the agent to listen", Duration::from_secs(10), || std::net::TcpStream::connect(addr).ok());
+    let web = d.join("web.yml");
+    let (_agent, addr) = start_agent_with(d, &config, &["--web.config.file".as_ref(), web.as_os_str()]);
     let url = format!("https://127.0.0.1:{}/proxy?module=up", addr.port());
     let curl = |ca: &std::path::Path, cert: Option<(&std::path::Path, &str)>| {
         let mut command = Command::new("curl");
