@@ -82,7 +82,10 @@ async fn fetch_http(http: &HttpModule, query: &str, accept_gzip: bool) -> Result
     let reused = pooled(&pool_key);
     let from_pool = reused.is_some();
     let mut sender = match reused {
-        Some(sender) => sender,
+        Some(mut sender) => match sender.ready().await {
+            Ok(()) => sender,
+            Err(_) => connect(http).await.map_err(|e| backend(&e))?,
+        },
         None => connect(http).await.map_err(|e| backend(&e))?,
     };
     let uri = if query.is_empty() { http.path.clone() } else { format!("{}?{query}", http.path) };
@@ -132,8 +135,10 @@ const IDLE_PER_BACKEND: usize = 16;
 fn pooled(key: &str) -> Option<Sender> {
     let mut pool = POOL.lock().ok()?;
     let idle = pool.get_mut(key)?;
+    // Not `is_ready()`: right after a response the connection task may not have signalled readiness yet;
+    // the caller waits for it with `ready()`.
     while let Some(sender) = idle.pop() {
-        if !sender.is_closed() && sender.is_ready() {
+        if !sender.is_closed() {
             return Some(sender);
         }
     }
@@ -158,6 +163,7 @@ fn clone_request(request: &Request<Empty<Bytes>>) -> Request<Empty<Bytes>> {
 }
 
 async fn connect(http: &HttpModule) -> Result<Sender, String> {
+    tracing::debug!(address = %http.address, port = http.port, "new backend connection");
     let stream = tokio::net::TcpStream::connect((http.address.as_str(), http.port)).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     if http.scheme == "https" {
