@@ -20,9 +20,9 @@ fn units_verify() {
         }
     }
     names.sort();
-    assert_eq!(names, ["dnsd.service", "prom-run@.service", "prom@.service"]);
+    assert_eq!(names, ["dnsd.service", "prom-run@.service", "prom@.service", "registrar-agent.service"]);
     // Verify template instances the way they are started.
-    let instances = ["dnsd.service", "prom-run@node.service", "prom@node.service"];
+    let instances = ["dnsd.service", "prom-run@node.service", "prom@node.service", "registrar-agent.service"];
     for (template, instance) in names.iter().zip(instances) {
         if template != instance {
             std::os::unix::fs::symlink(dir.path().join(template), dir.path().join(instance)).expect("link instance");
