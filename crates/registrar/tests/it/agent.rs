@@ -21,6 +21,16 @@ fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) 
     (code.parse().expect("status"), body.to_string())
 }
 
+/// A real node exporter (load average only) on a free port, with `extra` flags.
+fn node_exporter(dir: &std::path::Path, extra: &[&str]) -> (Process, u16) {
+    require("prometheus-node-exporter");
+    let port = free_port();
+    let mut exporter = Command::new("prometheus-node-exporter");
+    exporter.arg(format!("--web.listen-address=127.0.0.1:{port}"));
+    exporter.args(["--collector.disable-defaults", "--collector.loadavg"]).args(extra);
+    (Process::spawn("node", exporter, &dir.join("node.log")), port)
+}
+
 fn start_agent(dir: &std::path::Path, config: &str) -> (Process, SocketAddr) {
     start_agent_with(dir, config, &[])
 }
@@ -43,14 +53,7 @@ fn proxies_modules_and_registers_them() {
     require("curl");
     let etcd = Etcd::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let node_port = free_port();
-    let mut exporter = Command::new("prometheus-node-exporter");
-    exporter.args([
-        format!("--web.listen-address=127.0.0.1:{node_port}"),
-        "--collector.disable-defaults".into(),
-        "--collector.loadavg".into(),
-    ]);
-    let _exporter = Process::spawn("node", exporter, &dir.path().join("node.log"));
+    let (_exporter, node_port) = node_exporter(dir.path(), &[]);
     std::fs::write(dir.path().join("text.prom"), "# TYPE batch_last_success gauge\nbatch_last_success 1.7e9\n")
         .expect("write");
     let config = format!(
@@ -310,15 +313,8 @@ fn backend_exporters_over_https_with_basic_auth() {
         format!("tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\nbasic_auth_users:\n  agent: {S3CRET_HASH}\n"),
     )
     .expect("write");
-    let node_port = free_port();
-    let mut exporter = Command::new("prometheus-node-exporter");
-    exporter.args([
-        format!("--web.listen-address=127.0.0.1:{node_port}"),
-        "--collector.disable-defaults".into(),
-        "--collector.loadavg".into(),
-    ]);
-    exporter.arg(format!("--web.config.file={}", d.join("node-web.yml").display()));
-    let _exporter = Process::spawn("node", exporter, &d.join("node.log"));
+    let web = format!("--web.config.file={}", d.join("node-web.yml").display());
+    let (_exporter, node_port) = node_exporter(d, &[&web]);
     let config = format!(
         "etcd:\n  endpoints: [{}]\nzone: prom.local\naddress: 127.0.0.1\nmodules:\n  node:\n    method: http\n    http:\n      port: {node_port}\n      address: 127.0.0.1\n      scheme: https\n      tls_ca_file: {}\n      basic_auth_username: agent\n      basic_auth_password: s3cret\n  wrongpass:\n    method: http\n    http:\n      port: {node_port}\n      address: 127.0.0.1\n      scheme: https\n      tls_ca_file: {}\n      basic_auth_username: agent\n      basic_auth_password: nope\n",
         etcd.endpoint,
@@ -342,14 +338,7 @@ fn gzip_is_verified_and_passed_on() {
     require("prometheus-node-exporter");
     let etcd = Etcd::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let node_port = free_port();
-    let mut exporter = Command::new("prometheus-node-exporter");
-    exporter.args([
-        format!("--web.listen-address=127.0.0.1:{node_port}"),
-        "--collector.disable-defaults".into(),
-        "--collector.loadavg".into(),
-    ]);
-    let _exporter = Process::spawn("node", exporter, &dir.path().join("node.log"));
+    let (_exporter, node_port) = node_exporter(dir.path(), &[]);
     let config = format!(
         "etcd:\n  endpoints: [{}]\nzone: prom.local\naddress: 127.0.0.1\nmodules:\n  node:\n    method: http\n    http:\n      port: {node_port}\n      address: 127.0.0.1\n",
         etcd.endpoint
