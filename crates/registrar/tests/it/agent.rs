@@ -21,6 +21,15 @@ fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) 
     (code.parse().expect("status"), body.to_string())
 }
 
+/// An agent configuration serving `path` as the file module `up`.
+fn up_file_config(etcd: &Etcd, path: &std::path::Path) -> String {
+    format!(
+        "etcd:\n  endpoints: [{}]\nzone: prom.local\naddress: 127.0.0.1\nmodules:\n  up:\n    method: file\n    file:\n      path: {}\n",
+        etcd.endpoint,
+        path.display()
+    )
+}
+
 /// A real node exporter (load average only) on a free port, with `extra` flags.
 fn node_exporter(dir: &std::path::Path, extra: &[&str]) -> (Process, u16) {
     require("prometheus-node-exporter");
@@ -210,11 +219,7 @@ fn web_config_tls_client_certificates_and_basic_auth() {
         ),
     )
     .expect("write web config");
-    let config = format!(
-        "etcd:\n  endpoints: [{}]\nzone: prom.local\naddress: 127.0.0.1\nmodules:\n  up:\n    method: file\n    file:\n      path: {}\n",
-        etcd.endpoint,
-        d.join("up.prom").display()
-    );
+    let config = up_file_config(&etcd, &d.join("up.prom"));
     let web = d.join("web.yml");
     let (_agent, addr) = start_agent_with(d, &config, &["--web.config.file".as_ref(), web.as_os_str()]);
     let url = format!("https://127.0.0.1:{}/proxy?module=up", addr.port());
@@ -371,11 +376,7 @@ fn renewed_certificates_are_served_without_a_restart_and_any_client_cert_mode() 
         "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  client_auth_type: RequireAnyClientCert\n",
     )
     .expect("web config");
-    let config = format!(
-        "etcd:\n  endpoints: [{}]\nzone: prom.local\naddress: 127.0.0.1\nmodules:\n  up:\n    method: file\n    file:\n      path: {}\n",
-        etcd.endpoint,
-        d.join("up.prom").display()
-    );
+    let config = up_file_config(&etcd, &d.join("up.prom"));
     let web = d.join("web.yml");
     let (_agent, addr) = start_agent_with(d, &config, &["--web.config.file".as_ref(), web.as_os_str()]);
     let url = format!("https://127.0.0.1:{}/proxy?module=up", addr.port());
