@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the benchmarks: install what they need, build promsd in release mode, start etcd and dnsd on
 # loopback in a temporary directory, and clean everything up on exit.
 
@@ -49,7 +50,7 @@ start_dnsd() {
     "$BIN/dnsd" --endpoints $ETCD --zone prom.local --dns.listen-address 127.0.0.1:$DNSD_PORT \
         --web.listen-address 127.0.0.1:$DNSD_WEB_PORT >"$WORK/dnsd.log" 2>&1 &
     DNSD_PID=$!
-    PIDS+=($DNSD_PID)
+    PIDS+=("$DNSD_PID")
     wait_for dnsd curl -sf http://127.0.0.1:$DNSD_WEB_PORT/-/ready
 }
 
