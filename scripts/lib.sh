@@ -2,9 +2,12 @@
 # Shared by the scripts: check the Rust toolchain, become root, install what a fresh Debian machine lacks,
 # keep everything a script starts inside namespaces that end with it, and time each phase.
 
+# Under `set -e`, a failing command would end a script without a word: name it.
+trap 'echo "error: \"$BASH_COMMAND\" failed (exit $?) in $0, line $LINENO" >&2' ERR
+
 # The minimum Rust version: the workspace's rust-version, so the check and Cargo.toml never disagree.
 rust_min_version() {
-    sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../Cargo.toml" | head -1
+    sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../Cargo.toml" | sed -n 1p
 }
 
 # Whether version $1 >= $2, compared numerically by component (1.88 = 1.88.0).
