@@ -5,6 +5,12 @@
 # Under `set -e`, a failing command would end a script without a word: name it.
 trap 'echo "error: \"$BASH_COMMAND\" failed (exit $?) in $0, line $LINENO" >&2' ERR
 
+# Set by run_contained for the command it runs, and for that only: not for whatever that command starts
+# (a script that another contained script runs gets namespaces of its own).
+# shellcheck disable=SC2034 # used by the scripts that source this
+CONTAINED=${PROMSD_CONTAINED:-}
+unset PROMSD_CONTAINED
+
 # The minimum Rust version: the workspace's rust-version, so the check and Cargo.toml never disagree.
 rust_min_version() {
     sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../Cargo.toml" | sed -n 1p
@@ -108,26 +114,37 @@ install_missing() {
     rm -f "$log"
 }
 
-# Runs "$@" in its own PID and mount namespaces, plus any unshare flags given before "--" (e.g. --net), and
-# returns its status. Everything it starts (etcd, exporters, Prometheus, network namespaces, mounts) ends
+# run_contained [--grace SECONDS] [UNSHARE FLAGS] -- COMMAND...
+# Runs the command in its own PID and mount namespaces, plus any unshare flags (e.g. --net), and returns its
+# status. Everything it starts (etcd, exporters, Prometheus, network namespaces, mounts) ends
 # with it: when it finishes, fails, is interrupted, or this shell is killed (setpriv's parent-death signal,
 # then unshare's --kill-child). On SIGINT/SIGTERM/SIGHUP the namespace's first process gets SIGTERM and
-# CONTAIN_GRACE seconds (default 10) to clean up before everything is killed; then the status is 128+signal.
-# Inside, PROMSD_CONTAINED names a private temporary folder (also TMPDIR), removed afterwards, whose file
-# "pid" holds the first process's PID as seen from outside (for nsenter).
+# --grace seconds (default 10) to clean up before everything is killed; then the status is 128+signal.
+# Inside, $CONTAINED (from PROMSD_CONTAINED) names a private temporary folder (also TMPDIR), removed
+# afterwards, whose file "pid" holds the first process's PID as seen from outside (for nsenter).
 run_contained() {
-    local flags=()
-    while [ "$1" != "--" ]; do flags+=("$1"); shift; done
+    local flags=() grace=10
+    while [ "$1" != "--" ]; do
+        case $1 in
+            --grace) grace=$2; shift 2 ;;
+            *) flags+=("$1"); shift ;;
+        esac
+    done
     shift
     local tmp child init="" status=0 interrupted="" i
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/promsd.XXXXXX")
+    # With job control on for this one job: a background job of a script would start with SIGINT ignored,
+    # and that could not be undone inside. Its own process group keeps the terminal's Ctrl-C to this shell,
+    # which stops it as described above.
+    set -m
     PROMSD_CONTAINED=$tmp TMPDIR=$tmp setpriv --pdeathsig KILL \
         unshare --pid --fork --kill-child --mount-proc "${flags[@]}" -- "$@" 0<&0 &
     child=$!
+    set +m
     stop_contained() {
         interrupted=$1
         if [ -n "$init" ]; then kill -TERM "$init" 2>/dev/null || true; fi
-        for ((i = 0; i < ${CONTAIN_GRACE:-10} * 10; i++)); do
+        for ((i = 0; i < grace * 10; i++)); do
             kill -0 "$child" 2>/dev/null || break
             sleep 0.1
         done
