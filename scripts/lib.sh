@@ -114,6 +114,20 @@ install_missing() {
     rm -f "$log"
 }
 
+# unshare's --propagation for a new mount namespace: private, as on a booted machine. In a chroot whose root is
+# not a mount point (a debootstrap folder, as ../shared/tools/fresh-debian makes), unshare cannot change it;
+# "unchanged" is as private there as long as the mounts in sight do not propagate (no "shared:" in mountinfo).
+mount_propagation() {
+    if mountpoint -q /; then
+        echo private
+    elif awk '{ for (i = 7; $i != "-"; i++) if ($i ~ /^shared:/) found = 1 } END { exit !found }' /proc/self/mountinfo; then
+        echo "error: / is not a mount point and the mounts here propagate (shared): run in a root that is one (mount --bind ROOT ROOT)" >&2
+        return 1
+    else
+        echo unchanged
+    fi
+}
+
 # run_contained [--grace SECONDS] [UNSHARE FLAGS] -- COMMAND...
 # Runs the command in its own PID and mount namespaces, plus any unshare flags (e.g. --net), and returns its
 # status. Everything it starts (etcd, exporters, Prometheus, network namespaces, mounts) ends
@@ -131,14 +145,15 @@ run_contained() {
         esac
     done
     shift
-    local tmp child init="" status=0 interrupted="" i
+    local tmp child init="" status=0 interrupted="" i propagation
+    propagation=$(mount_propagation)
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/promsd.XXXXXX")
     # With job control on for this one job: a background job of a script would start with SIGINT ignored,
     # and that could not be undone inside. Its own process group keeps the terminal's Ctrl-C to this shell,
     # which stops it as described above.
     set -m
     PROMSD_CONTAINED=$tmp TMPDIR=$tmp setpriv --pdeathsig KILL \
-        unshare --pid --fork --kill-child --mount-proc "${flags[@]}" -- "$@" 0<&0 &
+        unshare --pid --fork --kill-child --mount-proc --propagation "$propagation" "${flags[@]}" -- "$@" 0<&0 &
     child=$!
     set +m
     stop_contained() {

@@ -32,7 +32,7 @@ impl Netns {
             ready = ready.display()
         );
         let mut command = Command::new("unshare");
-        command.args(["--mount", "--net", "--propagation", "private", "--", "sh", "-c", &script]);
+        command.args(["--mount", "--net", "--propagation", mount_propagation(), "--", "sh", "-c", &script]);
         let holder = Process::spawn("netns", command, &dir.path().join("netns.log"));
         let netns = Self { holder, _dir: dir };
         eventually("the network namespace to be set up", Duration::from_secs(10), || {
@@ -52,7 +52,8 @@ impl Netns {
 
     pub fn command_for(pid: u32, program: &str) -> Command {
         let mut command = Command::new("nsenter");
-        command.args(["--target", &pid.to_string(), "--mount", "--net", "--", program]);
+        // --root: the target's root, which is not the mount namespace's own in a chroot (a clean room).
+        command.args(["--target", &pid.to_string(), "--mount", "--root", "--net", "--", program]);
         command
     }
 
@@ -66,4 +67,21 @@ impl Netns {
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
+}
+
+/// unshare's `--propagation` for the namespace: `private`, as on a booted machine. In a chroot whose root is
+/// not a mount point (a debootstrap folder), unshare cannot change it; `unchanged` is as private there as long
+/// as the mounts in sight do not propagate. Same rule as `mount_propagation` in scripts/lib.sh.
+fn mount_propagation() -> &'static str {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    // Fields: id, parent, dev, root, mount point, options, optional fields..., "-", ...
+    let mounts: Vec<Vec<&str>> = mountinfo.lines().map(|line| line.split(' ').collect()).collect();
+    if mounts.iter().any(|fields| fields.get(4) == Some(&"/")) {
+        return "private";
+    }
+    let shared = mounts.iter().any(|fields| {
+        fields.iter().skip(6).take_while(|field| **field != "-").any(|field| field.starts_with("shared:"))
+    });
+    assert!(!shared, "/ is not a mount point and the mounts here propagate: run in a root that is one");
+    "unchanged"
 }

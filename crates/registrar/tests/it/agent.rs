@@ -109,7 +109,7 @@ modules:
     }
 
     let (status, body) = get(addr, "/proxy?module=node", &[]);
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{body}");
     assert!(body.contains("node_load1"), "{body}");
     assert_eq!(
         get(addr, "/proxy?module=text", &[]),
