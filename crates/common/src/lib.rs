@@ -4,6 +4,7 @@
 pub mod discovery;
 pub mod duration;
 pub mod etcd;
+pub mod localhost;
 pub mod name;
 pub mod record;
 

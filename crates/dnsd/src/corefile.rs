@@ -284,6 +284,11 @@ where
         let port: u16 = port.parse().map_err(|_| bad())?;
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
     }
+    if let Some((host, port)) = text.rsplit_once(':')
+        && let Some([ipv4, _]) = promsd_common::localhost::loopback_for(host)
+    {
+        return Ok(SocketAddr::new(ipv4, port.parse().map_err(|_| bad())?));
+    }
     let mut addrs = text.to_socket_addrs().map_err(|_| bad())?;
     addrs.find(|a| a.is_ipv4()).ok_or_else(bad)
 }

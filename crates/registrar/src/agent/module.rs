@@ -2,6 +2,7 @@
 //! deadline, and checked (when `verify` is on) before anything reaches Prometheus.
 
 use std::io::Read;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -164,7 +165,11 @@ fn clone_request(request: &Request<Empty<Bytes>>) -> Request<Empty<Bytes>> {
 
 async fn connect(http: &HttpModule) -> Result<Sender, String> {
     tracing::debug!(address = %http.address, port = http.port, "new backend connection");
-    let stream = tokio::net::TcpStream::connect((http.address.as_str(), http.port)).await.map_err(|e| e.to_string())?;
+    let stream = match promsd_common::localhost::loopback_for(&http.address) {
+        Some(loopback) => tokio::net::TcpStream::connect(&loopback.map(|ip| SocketAddr::new(ip, http.port))[..]).await,
+        None => tokio::net::TcpStream::connect((http.address.as_str(), http.port)).await,
+    }
+    .map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     if http.scheme == "https" {
         let connector = super::backend_tls::connector(http)?;
