@@ -116,10 +116,28 @@ impl EtcdArgs {
     pub async fn connect(&self) -> Result<(Client, Vec<String>), EtcdError> {
         let endpoints = self.resolve_endpoints().await?;
         let options = self.connect_options()?;
-        let client = Client::connect(&endpoints, Some(options))
+        let dialed: Vec<String> = endpoints.iter().map(|e| dialable(e)).collect();
+        let client = Client::connect(&dialed, Some(options))
             .await
             .map_err(|source| EtcdError::Client { endpoints: endpoints.join(","), source })?;
         Ok((client, endpoints))
+    }
+}
+
+/// A plain-HTTP endpoint at `localhost` is dialed at 127.0.0.1, which needs no resolver (RFC 6761), as the
+/// seed's `endpoint http://localhost:2379` must work on a machine without /etc/hosts. TLS endpoints keep their
+/// name: it is what the server's certificate is checked against.
+fn dialable(endpoint: &str) -> String {
+    let Some(rest) = endpoint.strip_prefix("http://") else { return endpoint.to_string() };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    // An IPv6 literal ([::1]:2379) has colons of its own, and is never a name.
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !authority.starts_with('[') => (host, format!(":{port}")),
+        _ => (authority, String::new()),
+    };
+    match crate::localhost::loopback_for(host) {
+        Some(_) => format!("http://127.0.0.1{port}{path}"),
+        None => endpoint.to_string(),
     }
 }
 
@@ -142,5 +160,19 @@ pub fn describe(error: &etcd_client::Error) -> String {
     match innermost {
         Some(cause) if !head.contains(&cause.to_string()) => format!("{head}: {cause}"),
         _ => head,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dialable;
+
+    #[test]
+    fn plain_localhost_endpoints_are_dialed_at_loopback() {
+        assert_eq!(dialable("http://localhost:2379"), "http://127.0.0.1:2379");
+        assert_eq!(dialable("http://LOCALHOST"), "http://127.0.0.1");
+        for kept in ["https://localhost:2379", "http://etcd1:2379", "http://[::1]:2379", "http://10.0.0.1:2379"] {
+            assert_eq!(dialable(kept), kept);
+        }
     }
 }
