@@ -92,6 +92,7 @@ install_missing() {
     [ "${#missing[@]}" -gt 0 ] || return 0
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     echo "==> installing with apt: ${missing[*]}"
+    local started=$SECONDS
     # Keep apt from starting the packages' own services (etcd, prometheus, node exporter on the host):
     # the demo and the tests run their own copies inside namespaces.
     local policy=/usr/sbin/policy-rc.d added=""
@@ -112,6 +113,7 @@ install_missing() {
         exit 1
     fi
     rm -f "$log"
+    echo "installed in $((SECONDS - started))s"
 }
 
 # unshare's --propagation for a new mount namespace: private, as on a booted machine. In a chroot whose root is
