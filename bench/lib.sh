@@ -4,7 +4,7 @@
 
 . "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
-BIN=$PWD/target/release
+BIN=$(target_dir)/release
 WORK=$(mktemp -d /tmp/promsd-bench.XXXXXX)
 PIDS=()
 ETCD_PORT=${ETCD_PORT:-27379}

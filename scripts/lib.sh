@@ -55,10 +55,17 @@ as_root() {
         CI="${CI:-}" PROMSD_INVOKER="$(id -u):$(id -g)" "$0" "$@"
 }
 
+# Cargo's target folder: CARGO_TARGET_DIR or a config may move it from ./target.
+target_dir() {
+    local dir
+    dir=$(cargo metadata --format-version 1 --no-deps --offline 2>/dev/null | jq -r .target_directory 2>/dev/null) || dir=""
+    echo "${dir:-${CARGO_TARGET_DIR:-$PWD/target}}"
+}
+
 give_back() {
     if [ -z "${PROMSD_INVOKER:-}" ]; then return 0; fi
     local dir
-    for dir in target "${CARGO_HOME:-}/registry" "${CARGO_HOME:-}/git" "${CARGO_HOME:-}/.package-cache"; do
+    for dir in "$(target_dir)" "${CARGO_HOME:-}/registry" "${CARGO_HOME:-}/git" "${CARGO_HOME:-}/.package-cache"; do
         # Only what lives in a folder the caller owns: never a system-wide toolchain's files.
         if [ -e "$dir" ] && [ "$(stat -c %u "$(dirname "$dir")")" = "${PROMSD_INVOKER%%:*}" ]; then
             chown -R "$PROMSD_INVOKER" "$dir" 2>/dev/null || true
