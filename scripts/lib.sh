@@ -207,6 +207,17 @@ contain() {
     exit "$status"
 }
 
+# Whether a command succeeds within $1 seconds, tried every 0.1 s (its output discarded).
+within() {
+    local seconds=$1 i
+    shift
+    for ((i = 0; i < seconds * 10; i++)); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
 # Phase timings: `phase NAME` starts one (and ends the previous); `phase_summary` prints them all.
 PHASES=()
 phase() {
