@@ -1,6 +1,7 @@
 //! Turns one question into the sections of an authoritative answer, following the SkyDNS conventions of
 //! CoreDNS's etcd plugin (docs/coredns-compat.md). Everything is read from the view: no etcd request here.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -8,12 +9,9 @@ use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use crate::lease::{self, LeaseBounds, LeaseTable};
-use crate::view::{Entry, View};
-use crate::zone::{Catalog, Zone};
-
-/// TTL of records whose value has no `ttl` (CoreDNS's default).
-pub const DEFAULT_TTL: u32 = 300;
+use crate::config::{Catalog, LeaseBounds, Zone};
+use crate::store::leases::{self, DEFAULT_TTL, LeaseTable};
+use crate::store::{Entry, View};
 /// How many CNAMEs one answer may chain (CoreDNS's maxCnameChainLength).
 const MAX_CHAIN: usize = 10;
 
@@ -25,6 +23,9 @@ pub struct Answer {
     pub answers: Vec<Record>,
     pub authorities: Vec<Record>,
     pub additionals: Vec<Record>,
+    /// The keys of the view this answer read (a subtree for each, as a change below one can change it):
+    /// what a cached copy of the answer depends on.
+    pub reads: Vec<String>,
 }
 
 /// What a SkyDNS `host` field holds, decided as CoreDNS's HostType does, except that a name host with a
@@ -71,13 +72,23 @@ fn strip_labels(name: &str, n: i64) -> &str {
 
 /// Answers questions from one snapshot of the view.
 pub struct Resolver<'a> {
-    pub catalog: &'a Catalog,
-    pub view: &'a View,
-    pub leases: &'a LeaseTable,
-    pub lease_bounds: LeaseBounds,
+    catalog: &'a Catalog,
+    view: &'a View,
+    leases: &'a LeaseTable,
+    lease_bounds: LeaseBounds,
+    reads: RefCell<Vec<String>>,
 }
 
-impl Resolver<'_> {
+impl<'a> Resolver<'a> {
+    pub fn new(catalog: &'a Catalog, view: &'a View, leases: &'a LeaseTable, lease_bounds: LeaseBounds) -> Self {
+        Self { catalog, view, leases, lease_bounds, reads: RefCell::default() }
+    }
+
+    /// Notes that the answer depends on `key` and every key below it.
+    fn read(&self, key: &str) {
+        self.reads.borrow_mut().push(key.to_string());
+    }
+
     /// The answer for one question; REFUSED when its name is in none of our zones.
     pub fn resolve(&self, query: &Query) -> Answer {
         let owner = query.name();
@@ -113,13 +124,14 @@ impl Resolver<'_> {
             answer.additionals.clear();
             answer.authorities.push(self.soa(zone, zone.soa.minimum.min(DEFAULT_TTL)));
         }
+        answer.reads = self.reads.take();
         answer
     }
 
     /// The record TTL of an entry: its `ttl`, its lease's remaining time (clamped), or 300.
     fn ttl(&self, entry: &Entry) -> u32 {
         let lease = if entry.lease != 0 { self.leases.remaining(entry.lease) } else { None };
-        lease::ttl(entry.service.ttl, lease, self.lease_bounds)
+        leases::ttl(entry.service.ttl, lease, self.lease_bounds)
     }
 
     fn key(&self, lname: &str) -> String {
@@ -134,6 +146,7 @@ impl Resolver<'_> {
         let relative = &key[self.catalog.prefix.as_str().len()..];
         let pattern: Vec<&str> = relative.split('/').skip(1).collect();
         let Some(first_wild) = pattern.iter().position(|s| is_wildcard(s)) else {
+            self.read(&key);
             return self.view.lookup(&key);
         };
         let mut base = self.catalog.prefix.as_str().to_string();
@@ -142,6 +155,7 @@ impl Resolver<'_> {
             base.push_str(segment);
         }
         let skip = self.catalog.prefix.as_str().len() + 1;
+        self.read(&base);
         self.view
             .below(&base)
             .filter(|entry| {
@@ -156,7 +170,11 @@ impl Resolver<'_> {
     fn exists(&self, lname: &str) -> bool {
         let key = self.key(lname);
         let relative = &key[self.catalog.prefix.as_str().len()..];
-        if relative.split('/').any(is_wildcard) { !self.lookup(lname).is_empty() } else { self.view.exists(&key) }
+        if relative.split('/').any(is_wildcard) {
+            return !self.lookup(lname).is_empty();
+        }
+        self.read(&key);
+        self.view.exists(&key)
     }
 
     fn name_of(&self, entry: &Entry) -> Option<String> {
@@ -165,10 +183,16 @@ impl Resolver<'_> {
 
     fn soa(&self, zone: &Zone, ttl: u32) -> Record {
         let soa = &zone.soa;
-        // The serial is the etcd revision the view reflects: it grows whenever the data changes.
-        let serial = (self.view.revision & 0xffff_ffff) as u32;
-        let rdata =
-            SOA::new(soa.mname.clone(), soa.rname.clone(), serial, soa.refresh, soa.retry, soa.expire, soa.minimum);
+        // The serial follows the etcd revision the view reflects: it grows whenever the data changes.
+        let rdata = SOA::new(
+            soa.mname.clone(),
+            soa.rname.clone(),
+            self.view.serial,
+            soa.refresh,
+            soa.retry,
+            soa.expire,
+            soa.minimum,
+        );
         Record::from_rdata(zone.origin.clone(), ttl, RData::SOA(rdata))
     }
 
@@ -376,7 +400,9 @@ impl Resolver<'_> {
 
     /// CNAME questions read the exact key only, first entry, and do not chase the target.
     fn cname(&self, owner: &Name, lname: &str, answer: &mut Answer) {
-        let Some(entry) = self.view.get(&self.key(lname)) else { return };
+        let key = self.key(lname);
+        self.read(&key);
+        let Some(entry) = self.view.get(&key) else { return };
         if let Host::Name(target) = host_of(entry)
             && !target.is_empty()
             && let Some(target) = fqdn(&target)
@@ -387,7 +413,9 @@ impl Resolver<'_> {
 
     /// PTR questions read the exact key: every name host becomes a PTR record.
     fn ptr(&self, owner: &Name, lname: &str, answer: &mut Answer) {
-        let Some(entry) = self.view.get(&self.key(lname)) else { return };
+        let key = self.key(lname);
+        self.read(&key);
+        let Some(entry) = self.view.get(&key) else { return };
         if let Host::Name(target) = host_of(entry)
             && let Some(target) = fqdn(&target)
         {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use crate::State;
+use crate::store::Store;
 use crate::wire::{Outcome, Transport};
 
 const TYPES: [&str; 12] = ["A", "AAAA", "SRV", "TXT", "CNAME", "PTR", "MX", "NS", "SOA", "ANY", "other", "none"];
@@ -134,10 +134,11 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 }
 
 /// Everything on `/metrics`.
-pub fn render(state: &State) -> String {
-    let view = state.view();
+pub fn render(store: &Store, queries: &QueryMetrics) -> String {
+    let view = store.snapshot();
+    let health = &store.health;
     let mut out = String::new();
-    state.queries.render(&mut out);
+    queries.render(&mut out);
     let version = env!("CARGO_PKG_VERSION");
     let _ = writeln!(
         out,
@@ -148,35 +149,36 @@ pub fn render(state: &State) -> String {
         "dnsd_ready",
         "gauge",
         "Whether the first load from etcd has completed.",
-        u8::from(state.is_ready()),
+        u8::from(store.is_ready()),
     );
     metric(
         &mut out,
         "dnsd_etcd_connected",
         "gauge",
         "Whether a watch on etcd is established.",
-        u8::from(state.is_connected()),
+        u8::from(health.is_connected()),
     );
-    let age = state.view_age().map(|a| format!("{:.3}", a.as_secs_f64())).unwrap_or_else(|| "NaN".into());
+    let age = health.view_age().map(|a| format!("{:.3}", a.as_secs_f64())).unwrap_or_else(|| "NaN".into());
     metric(&mut out, "dnsd_view_age_seconds", "gauge", "Seconds since etcd last confirmed the view is current.", age);
     metric(&mut out, "dnsd_view_keys", "gauge", "SkyDNS keys (records) in the view answers come from.", view.len());
-    metric(&mut out, "dnsd_view_names", "gauge", "Names with records directly below them (services).", view.parents());
+    metric(&mut out, "dnsd_view_names", "gauge", "Names with records directly below them (services).", view.names);
     metric(&mut out, "dnsd_view_revision", "gauge", "etcd revision the view reflects.", view.revision);
-    let load = format!("{:.6}", state.last_load().as_secs_f64());
+    metric(&mut out, "dnsd_view_serial", "gauge", "SOA serial of the zones (rises with every change).", view.serial);
+    let load = format!("{:.6}", health.last_load().as_secs_f64());
     metric(&mut out, "dnsd_last_load_duration_seconds", "gauge", "How long the last full load of the view took.", load);
     metric(
         &mut out,
         "dnsd_resyncs_total",
         "counter",
         "Full reloads of the view after the first (after compaction).",
-        state.resyncs.load(Ordering::Relaxed),
+        health.resyncs.load(Ordering::Relaxed),
     );
     metric(
         &mut out,
         "dnsd_malformed_entries_skipped_total",
         "counter",
         "Values skipped because they do not parse or do not fit in DNS.",
-        state.malformed_skipped(),
+        health.malformed_skipped(),
     );
     out
 }

@@ -15,9 +15,16 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::State;
+use crate::metrics::QueryMetrics;
+use crate::store::Store;
 
-pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+/// What the endpoints read.
+pub struct Web {
+    pub store: Arc<Store>,
+    pub queries: Arc<QueryMetrics>,
+}
+
+pub async fn serve(listener: TcpListener, web: Arc<Web>, shutdown: CancellationToken) {
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -29,12 +36,12 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: Cancellat
                 }
             },
         };
-        let state = state.clone();
+        let web = web.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&request, &state)) }
+                let web = web.clone();
+                async move { Ok::<_, Infallible>(route(&request, &web)) }
             });
             let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             tokio::select! {
@@ -45,30 +52,31 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: Cancellat
     }
 }
 
-fn route(request: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
+fn route(request: &Request<Incoming>, web: &Web) -> Response<Full<Bytes>> {
+    let store = &web.store;
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return text(StatusCode::METHOD_NOT_ALLOWED, "Only GET and HEAD are supported.\n".into());
     }
     match request.uri().path() {
         "/-/healthy" => text(StatusCode::OK, "dnsd is Healthy.\n".into()),
         "/health" => text(StatusCode::OK, "OK".into()),
-        "/ready" if state.is_ready() => text(StatusCode::OK, "OK".into()),
+        "/ready" if store.is_ready() => text(StatusCode::OK, "OK".into()),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "waiting for the first load from etcd".into()),
         "/metrics" => {
-            let mut response = text(StatusCode::OK, crate::metrics::render(state));
+            let mut response = text(StatusCode::OK, crate::metrics::render(store, &web.queries));
             response.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             response
         }
-        "/-/ready" if state.is_ready() => text(StatusCode::OK, "dnsd is Ready.\n".into()),
+        "/-/ready" if store.is_ready() => text(StatusCode::OK, "dnsd is Ready.\n".into()),
         "/-/ready" => {
             text(StatusCode::SERVICE_UNAVAILABLE, "dnsd is not ready: waiting for the first load from etcd.\n".into())
         }
         "/" => {
-            let view = state.view();
-            let zones: Vec<&str> = state.catalog.zones().iter().map(|z| z.name.as_str()).collect();
+            let view = store.snapshot();
+            let zones: Vec<&str> = store.catalog().zones().iter().map(|z| z.name.as_str()).collect();
             text(
                 StatusCode::OK,
                 format!(
@@ -76,7 +84,7 @@ fn route(request: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
                     zones.join(" "),
                     view.len(),
                     view.revision,
-                    state.is_ready()
+                    store.is_ready()
                 ),
             )
         }

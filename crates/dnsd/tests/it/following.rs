@@ -68,23 +68,35 @@ fn keeps_answering_while_etcd_is_down() {
 fn loads_a_prefix_larger_than_one_page() {
     let etcd = Etcd::start();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    // dnsd reads 50,000 keys per page: 60,000 keys in 70 services, written by 8 writers at once.
     runtime.block_on(async {
-        let mut client = etcd_client::Client::connect([etcd.endpoint.as_str()], None).await.expect("connect");
-        for chunk in 0..60 {
-            let ops: Vec<etcd_client::TxnOp> = (0..100)
-                .map(|i| {
-                    let n = chunk * 100 + i;
-                    let value = format!(r#"{{"host":"10.{}.{}.{}","port":9100}}"#, n / 65536, (n / 256) % 256, n % 256);
-                    etcd_client::TxnOp::put(format!("/skydns/local/prom/s{}/h{n}", n % 7), value, None)
-                })
-                .collect();
-            client.txn(etcd_client::Txn::new().and_then(ops)).await.expect("txn");
+        let client = etcd_client::Client::connect([etcd.endpoint.as_str()], None).await.expect("connect");
+        let mut writers = tokio::task::JoinSet::new();
+        for writer in 0..8 {
+            let mut client = client.clone();
+            writers.spawn(async move {
+                for chunk in (writer..600).step_by(8) {
+                    let ops: Vec<etcd_client::TxnOp> = (0..100)
+                        .map(|i| {
+                            let n = chunk * 100 + i;
+                            let value =
+                                format!(r#"{{"host":"10.{}.{}.{}","port":9100}}"#, n / 65536, (n / 256) % 256, n % 256);
+                            etcd_client::TxnOp::put(format!("/skydns/local/prom/s{}/h{n}", n % 70), value, None)
+                        })
+                        .collect();
+                    client.txn(etcd_client::Txn::new().and_then(ops)).await.expect("txn");
+                }
+            });
+        }
+        while let Some(done) = writers.join_next().await {
+            done.expect("writer");
         }
     });
     let dnsd = Dnsd::start(&etcd.endpoint, &[ZONE]);
     let (_, metrics) = http_get(dnsd.web, "/metrics").expect("metrics");
-    assert!(metrics.contains("dnsd_view_keys 6000\n"), "every page loaded");
-    assert_eq!(dnsd.dig(&["A", "h5999.s0.prom.local"]).answer, ["h5999.s0.prom.local. 300 IN A 10.0.23.111"]);
+    assert!(metrics.contains("dnsd_view_keys 60000\n"), "every page loaded");
+    assert!(metrics.contains("dnsd_view_names 70\n"), "names counted: {metrics}");
+    assert_eq!(dnsd.dig(&["A", "h59999.s9.prom.local"]).answer, ["h59999.s9.prom.local. 300 IN A 10.0.234.95"]);
     assert_eq!(dnsd.dig(&["A", "h0.s0.prom.local"]).answer, ["h0.s0.prom.local. 300 IN A 10.0.0.0"]);
     // 858 SRV targets: the whole answer over TCP (names compressed throughout, not only the first 120).
     let srv = dnsd.dig(&["+tcp", "SRV", "s0.prom.local"]);

@@ -7,3 +7,4 @@ mod following;
 mod metrics;
 mod robustness;
 mod server;
+mod store;

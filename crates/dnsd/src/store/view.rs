@@ -1,16 +1,17 @@
-//! The in-memory view of the SkyDNS keys that every answer is read from: an immutable snapshot, swapped whole
-//! when the etcd watch applies changes, so a query never sees half an update and never waits for etcd.
+//! One snapshot of the SkyDNS keys every answer is read from: a persistent ordered map. Cloning a snapshot
+//! costs O(1) and the next one shares all but the changed paths with it, so the watch applies a batch of k
+//! events in O(k log n) and publishes it whole: a query holds one snapshot and never sees half a batch.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
+use imbl::OrdMap;
 use promsd_common::Service;
 
 /// One key of the view and its parsed value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    pub key: String,
+    pub key: Arc<str>,
     pub service: Service,
     /// The etcd lease the key is attached to, 0 for none.
     pub lease: i64,
@@ -19,22 +20,29 @@ pub struct Entry {
 /// All SkyDNS entries under the key prefix, ordered by key as etcd returns them.
 #[derive(Debug, Clone, Default)]
 pub struct View {
-    entries: BTreeMap<String, Arc<Entry>>,
-    /// The etcd revision this view reflects (its SOA serial).
+    entries: OrdMap<Arc<str>, Arc<Entry>>,
+    /// The etcd revision this view reflects.
     pub revision: i64,
+    /// The zones' SOA serial: derived from the revision, and rising with every published change.
+    pub serial: u32,
+    /// Counts publications, so answer caches can ask what changed since the snapshot they saw.
+    pub generation: u64,
+    /// Names with keys directly below them (services, in registrar's terms), counted by the writer.
+    pub names: usize,
 }
 
 impl View {
     pub fn new(revision: i64) -> Self {
-        Self { entries: BTreeMap::new(), revision }
+        Self { revision, ..Self::default() }
     }
 
-    pub fn insert(&mut self, entry: Entry) {
-        self.entries.insert(entry.key.clone(), Arc::new(entry));
+    /// Inserts `entry`, returning the entry it replaces.
+    pub fn insert(&mut self, entry: Arc<Entry>) -> Option<Arc<Entry>> {
+        self.entries.insert(entry.key.clone(), entry)
     }
 
-    pub fn remove(&mut self, key: &str) -> bool {
-        self.entries.remove(key).is_some()
+    pub fn remove(&mut self, key: &str) -> Option<Arc<Entry>> {
+        self.entries.remove(key)
     }
 
     pub fn len(&self) -> usize {
@@ -49,23 +57,22 @@ impl View {
         self.entries.get(key).map(|e| e.as_ref())
     }
 
-    /// How many distinct names hold keys directly below them (services, in registrar's terms).
-    pub fn parents(&self) -> usize {
-        let parents: std::collections::HashSet<&str> =
-            self.entries.keys().filter_map(|k| k.rsplit_once('/').map(|(parent, _)| parent)).collect();
-        parents.len()
+    /// The shared entry at `key`, to carry unchanged values over into a reloaded view.
+    pub fn get_shared(&self, key: &str) -> Option<&Arc<Entry>> {
+        self.entries.get(key)
     }
 
-    /// The lease of every leased key (repeated for keys that share one).
-    pub fn leases(&self) -> impl Iterator<Item = i64> + '_ {
-        self.entries.values().map(|e| e.lease).filter(|&lease| lease != 0)
+    /// Every entry, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.entries.values().map(|e| e.as_ref())
     }
 
     /// Every entry strictly below `key`, in key order.
     pub fn below<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a Entry> + 'a {
         let prefix = format!("{key}/");
+        let start: Bound<&str> = Bound::Included(prefix.as_str());
         self.entries
-            .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+            .range::<_, str>((start, Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(&prefix))
             .map(|(_, e)| e.as_ref())
     }
@@ -90,8 +97,8 @@ impl View {
 mod tests {
     use super::*;
 
-    fn entry(key: &str) -> Entry {
-        Entry { key: key.into(), service: Service::default(), lease: 0 }
+    fn entry(key: &str) -> Arc<Entry> {
+        Arc::new(Entry { key: key.into(), service: Service::default(), lease: 0 })
     }
 
     #[test]
@@ -100,7 +107,7 @@ mod tests {
         for key in ["/s/local/prom/node/a", "/s/local/prom/node/b", "/s/local/prom/nodex/c", "/s/local/prom/mx"] {
             view.insert(entry(key));
         }
-        let keys: Vec<&str> = view.lookup("/s/local/prom/node").iter().map(|e| e.key.as_str()).collect();
+        let keys: Vec<&str> = view.lookup("/s/local/prom/node").iter().map(|e| &*e.key).collect();
         assert_eq!(keys, ["/s/local/prom/node/a", "/s/local/prom/node/b"]);
         assert_eq!(view.lookup("/s/local/prom/mx").len(), 1);
         assert!(view.lookup("/s/local/prom/m").is_empty());
@@ -108,5 +115,16 @@ mod tests {
         assert!(!view.exists("/s/local/pro"));
         view.insert(entry("/s/local/prom/node"));
         assert_eq!(view.lookup("/s/local/prom/node").len(), 2, "own value shadowed by children");
+    }
+
+    #[test]
+    fn a_snapshot_is_unchanged_by_later_writes() {
+        let mut view = View::new(1);
+        view.insert(entry("/s/a"));
+        let snapshot = view.clone();
+        view.insert(entry("/s/b"));
+        view.remove("/s/a");
+        assert_eq!(snapshot.iter().map(|e| &*e.key).collect::<Vec<_>>(), ["/s/a"]);
+        assert_eq!(view.iter().map(|e| &*e.key).collect::<Vec<_>>(), ["/s/b"]);
     }
 }

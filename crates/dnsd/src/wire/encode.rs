@@ -2,12 +2,14 @@
 //! against CPU exhaustion when encoding untrusted data), which makes an SRV answer with 1,000 targets
 //! overflow 64 KiB. Answers here hold only our own records, so this writer compresses every owner name and
 //! every compressible name in RDATA (RFC 1035 4.1.4; SRV targets stay uncompressed, RFC 2782). It covers
-//! the record types dnsd answers with; anything else returns None and goes through hickory.
+//! the record types dnsd answers with; anything else is refused and goes through hickory. A message over
+//! the limit can be cut after the last record that fits (for TCP, where there is no retry).
 
 use std::collections::HashMap;
 
 use hickory_proto::op::{Edns, Message, MessageType};
 use hickory_proto::rr::{DNSClass, Name, RData, Record};
+use thiserror::Error;
 
 /// Pointers can only reach the first 16 KiB of a message.
 const MAX_POINTER: usize = 0x3fff;
@@ -16,6 +18,7 @@ struct Writer {
     out: Vec<u8>,
     /// Lowercased wire form of a name suffix -> where it starts.
     names: HashMap<Vec<u8>, u16>,
+    serials: Vec<usize>,
 }
 
 impl Writer {
@@ -76,6 +79,7 @@ impl Writer {
             RData::SOA(soa) => {
                 self.name(&soa.mname, true)?;
                 self.name(&soa.rname, true)?;
+                self.serials.push(self.out.len());
                 self.u32(soa.serial);
                 self.u32(soa.refresh as u32);
                 self.u32(soa.retry as u32);
@@ -114,10 +118,39 @@ fn suffix_key(labels: &[&[u8]]) -> Vec<u8> {
     key
 }
 
-/// Encodes a response, or None when it holds something this writer does not cover or is over 64 KiB.
-pub fn encode(message: &Message) -> Option<Vec<u8>> {
+/// Why a message was not encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum EncodeError {
+    #[error("the message holds a record this writer does not cover")]
+    Unsupported,
+    #[error("the message does not fit in the limit")]
+    TooLarge,
+}
+
+/// How to treat a message larger than the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// Every record or nothing.
+    Whole,
+    /// As many records as fit, in section order, with TC set (RFC 2181 9: a partial RRset may stay).
+    Partial,
+}
+
+/// An encoded message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    /// Where each SOA serial sits, so a cached copy can be given the current serial.
+    pub serials: Vec<usize>,
+    /// Whether records were left out to stay within the limit (TC is set).
+    pub truncated: bool,
+}
+
+/// Encodes a response within `limit` bytes (at most 65,535).
+pub fn encode(message: &Message, limit: usize, fit: Fit) -> Result<Encoded, EncodeError> {
+    let limit = limit.min(usize::from(u16::MAX));
     let meta = &message.metadata;
-    let mut w = Writer { out: Vec::with_capacity(512), names: HashMap::new() };
+    let mut w = Writer { out: Vec::with_capacity(512), names: HashMap::new(), serials: Vec::new() };
     w.u16(meta.id);
     let opcode: u8 = meta.op_code.into();
     let qr = u8::from(meta.message_type == MessageType::Response);
@@ -134,27 +167,55 @@ pub fn encode(message: &Message) -> Option<Vec<u8>> {
             | (u8::from(meta.checking_disabled) << 4)
             | (meta.response_code.low() & 0x0f),
     );
-    let extra = usize::from(message.edns.is_some());
-    for count in
-        [message.queries.len(), message.answers.len(), message.authorities.len(), message.additionals.len() + extra]
-    {
-        w.u16(u16::try_from(count).ok()?);
-    }
+    w.out.extend_from_slice(&[0; 8]); // the four counts, written at the end
+    let too_large = EncodeError::TooLarge;
     for query in &message.queries {
-        w.name(query.name(), true)?;
+        w.name(query.name(), true).ok_or(EncodeError::Unsupported)?;
         w.u16(u16::from(query.query_type()));
         w.u16(u16::from(query.query_class()));
     }
-    for record in message.answers.iter().chain(&message.authorities).chain(&message.additionals) {
-        if record.dns_class != DNSClass::IN {
-            return None;
+    // The OPT record goes last, and must always fit.
+    let reserve = if message.edns.is_some() { 11 } else { 0 };
+    if w.out.len() + reserve > limit {
+        return Err(too_large);
+    }
+    let mut counts = [message.queries.len(), 0, 0, 0];
+    let mut truncated = false;
+    'sections: for (section, records) in
+        [&message.answers, &message.authorities, &message.additionals].iter().enumerate()
+    {
+        for record in records.iter() {
+            if record.dns_class != DNSClass::IN {
+                return Err(EncodeError::Unsupported);
+            }
+            let mark = w.out.len();
+            w.record(record).ok_or(EncodeError::Unsupported)?;
+            if w.out.len() + reserve > limit {
+                if fit == Fit::Whole {
+                    return Err(too_large);
+                }
+                // Nothing written after this point refers back into the dropped bytes: no record follows,
+                // and the OPT record holds no names.
+                w.out.truncate(mark);
+                w.serials.retain(|&at| at < mark);
+                truncated = true;
+                break 'sections;
+            }
+            counts[section + 1] += 1;
         }
-        w.record(record)?;
     }
     if let Some(edns) = &message.edns {
         w.opt(edns, meta.response_code.high());
+        counts[3] += 1;
     }
-    (w.out.len() <= usize::from(u16::MAX)).then_some(w.out)
+    for (i, count) in counts.into_iter().enumerate() {
+        let count = u16::try_from(count).map_err(|_| too_large)?;
+        w.out[4 + 2 * i..6 + 2 * i].copy_from_slice(&count.to_be_bytes());
+    }
+    if truncated {
+        w.out[2] |= 0x02;
+    }
+    Ok(Encoded { bytes: w.out, serials: w.serials, truncated })
 }
 
 #[cfg(test)]
@@ -199,7 +260,7 @@ mod tests {
         let mut edns = Edns::new();
         edns.set_max_payload(1232);
         message.set_edns(edns);
-        let bytes = super::encode(&message).expect("encodable");
+        let bytes = super::encode(&message, 65535, super::Fit::Whole).expect("encodable").bytes;
         let decoded = Message::from_vec(&bytes).expect("hickory decodes it");
         assert_eq!(decoded.metadata, message.metadata);
         assert_eq!(decoded.queries, message.queries);
@@ -217,8 +278,40 @@ mod tests {
             let target = name(&format!("host{i:04}.svc0000.big.prom.local."));
             message.add_answer(Record::from_rdata(owner.clone(), 300, RData::SRV(SRV::new(10, 1, 9100, target))));
         }
-        let bytes = super::encode(&message).expect("fits");
+        let bytes = super::encode(&message, 65535, super::Fit::Whole).expect("fits").bytes;
         assert!(bytes.len() < 60_000, "{} bytes", bytes.len());
         assert_eq!(Message::from_vec(&bytes).expect("decodes").answers.len(), 1000);
+    }
+
+    #[test]
+    fn ten_thousand_targets_are_cut_to_what_fits() {
+        let mut message = Message::new(1, MessageType::Response, OpCode::Query);
+        let owner = name("huge.big.prom.local.");
+        message.add_query(Query::query(owner.clone(), RecordType::SRV));
+        for i in 0..10_000 {
+            let target = name(&format!("host{i:05}.huge.big.prom.local."));
+            message.add_answer(Record::from_rdata(owner.clone(), 300, RData::SRV(SRV::new(10, 1, 9100, target))));
+        }
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        message.set_edns(edns);
+        assert_eq!(super::encode(&message, 65535, super::Fit::Whole), Err(super::EncodeError::TooLarge));
+        let cut = super::encode(&message, 65535, super::Fit::Partial).expect("cut");
+        assert!(cut.truncated && cut.bytes.len() <= 65535);
+        let decoded = Message::from_vec(&cut.bytes).expect("decodes");
+        assert!(decoded.metadata.truncation);
+        assert!(decoded.answers.len() > 1000, "{} records", decoded.answers.len());
+        assert_eq!(decoded.answers[..], message.answers[..decoded.answers.len()]);
+        assert_eq!(decoded.edns.map(|e| e.max_payload()), Some(1232), "the OPT record stays");
+    }
+
+    #[test]
+    fn soa_serials_are_located() {
+        let mut message = Message::new(1, MessageType::Response, OpCode::Query);
+        let soa = SOA::new(name("ns.dns.prom.local."), name("hostmaster.prom.local."), 0xdead, 7200, 1800, 86400, 30);
+        message.add_authority(Record::from_rdata(name("prom.local."), 30, RData::SOA(soa)));
+        let encoded = super::encode(&message, 512, super::Fit::Whole).expect("fits");
+        let [at] = encoded.serials[..] else { panic!("one serial: {:?}", encoded.serials) };
+        assert_eq!(encoded.bytes[at..at + 4], 0xdead_u32.to_be_bytes());
     }
 }

@@ -3,30 +3,20 @@
 //! uses, and again only for long leases (whose clamped remaining time can change) every third of their TTL.
 //! A lease not known yet answers with the value's TTL rule alone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use promsd_common::EtcdArgs;
 use tokio_util::sync::CancellationToken;
 
-use crate::State;
+use super::Store;
+pub use crate::config::LeaseBounds;
 
+/// TTL of records whose value has no `ttl` and no lease (CoreDNS's default).
+pub const DEFAULT_TTL: u32 = 300;
 const ROUND: Duration = Duration::from_secs(1);
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The clamp CoreDNS applies to lease TTLs (`min-lease-ttl`, `max-lease-ttl`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LeaseBounds {
-    pub min: Duration,
-    pub max: Duration,
-}
-
-impl Default for LeaseBounds {
-    fn default() -> Self {
-        Self { min: Duration::from_secs(30), max: Duration::from_secs(86400) }
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 struct Lease {
@@ -35,44 +25,55 @@ struct Lease {
     fetched: Instant,
 }
 
-/// What is known about the leases the view uses.
+/// The leases the view uses (kept by the writer as keys come and go), and what etcd said of each.
 #[derive(Debug, Default)]
 pub struct LeaseTable {
-    leases: RwLock<HashMap<i64, Lease>>,
+    leases: RwLock<HashMap<i64, Option<Lease>>>,
 }
 
 impl LeaseTable {
     /// The lease's remaining seconds now, if known and still positive.
     pub fn remaining(&self, id: i64) -> Option<i64> {
         let leases = self.leases.read().ok()?;
-        let lease = leases.get(&id)?;
+        let lease = (*leases.get(&id)?)?;
         let elapsed = i64::try_from(lease.fetched.elapsed().as_secs()).unwrap_or(i64::MAX);
         let left = lease.remaining.saturating_sub(elapsed);
         (left > 0).then_some(left)
     }
 
-    fn due(&self, id: i64, bounds: LeaseBounds) -> bool {
-        let Ok(leases) = self.leases.read() else { return false };
-        match leases.get(&id) {
+    /// A key of the view now uses `id`.
+    pub(super) fn track(&self, id: i64) {
+        if let Ok(mut leases) = self.leases.write() {
+            leases.entry(id).or_insert(None);
+        }
+    }
+
+    /// No key of the view uses `id` any more.
+    pub(super) fn untrack(&self, id: i64) {
+        if let Ok(mut leases) = self.leases.write() {
+            leases.remove(&id);
+        }
+    }
+
+    /// The leases to ask etcd about: unknown ones, and long ones (whose clamped remaining time can change)
+    /// every third of their TTL.
+    fn due(&self, bounds: LeaseBounds) -> Vec<i64> {
+        let Ok(leases) = self.leases.read() else { return Vec::new() };
+        let due = |lease: &Option<Lease>| match lease {
             None => true,
             // Shorter leases always clamp to the minimum: asking again cannot change the answer.
             Some(lease) if lease.granted <= bounds.min.as_secs() as i64 => false,
             Some(lease) => lease.fetched.elapsed() >= Duration::from_secs((lease.granted / 3).max(1) as u64),
-        }
+        };
+        leases.iter().filter(|(_, lease)| due(lease)).map(|(id, _)| *id).collect()
     }
 
+    /// Records what etcd said, for a lease the view still uses.
     fn set(&self, id: i64, lease: Option<Lease>) {
-        if let Ok(mut leases) = self.leases.write() {
-            match lease {
-                Some(lease) => leases.insert(id, lease),
-                None => leases.remove(&id),
-            };
-        }
-    }
-
-    fn retain(&self, used: &HashSet<i64>) {
-        if let Ok(mut leases) = self.leases.write() {
-            leases.retain(|id, _| used.contains(id));
+        if let Ok(mut leases) = self.leases.write()
+            && let Some(known) = leases.get_mut(&id)
+        {
+            *known = lease;
         }
     }
 }
@@ -87,13 +88,13 @@ pub fn ttl(value_ttl: u32, lease_remaining: Option<i64>, bounds: LeaseBounds) ->
     match (lease, value_ttl) {
         (Some(lease), 0) => lease,
         (Some(lease), value) => lease.min(value),
-        (None, 0) => crate::answer::DEFAULT_TTL,
+        (None, 0) => DEFAULT_TTL,
         (None, value) => value,
     }
 }
 
-/// Keeps `state.leases` current for the leases the view uses, until `shutdown`.
-pub async fn track(etcd: EtcdArgs, state: Arc<State>, shutdown: CancellationToken) {
+/// Keeps `store.leases` current for the leases the view uses, until `shutdown`.
+pub async fn track(etcd: EtcdArgs, store: Arc<Store>, bounds: LeaseBounds, shutdown: CancellationToken) {
     let mut client = None;
     let mut ticker = tokio::time::interval(ROUND);
     loop {
@@ -101,9 +102,7 @@ pub async fn track(etcd: EtcdArgs, state: Arc<State>, shutdown: CancellationToke
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let used: HashSet<i64> = state.view().leases().collect();
-        state.leases.retain(&used);
-        let due: Vec<i64> = used.into_iter().filter(|id| state.leases.due(*id, state.lease_bounds)).collect();
+        let due = store.leases.due(bounds);
         if due.is_empty() {
             continue;
         }
@@ -114,12 +113,12 @@ pub async fn track(etcd: EtcdArgs, state: Arc<State>, shutdown: CancellationToke
         for id in due {
             let asked = tokio::time::timeout(RPC_TIMEOUT, etcd_client.lease_time_to_live(id, None)).await;
             match asked {
-                Ok(Ok(response)) if response.ttl() > 0 => state.leases.set(
+                Ok(Ok(response)) if response.ttl() > 0 => store.leases.set(
                     id,
                     Some(Lease { granted: response.granted_ttl(), remaining: response.ttl(), fetched: Instant::now() }),
                 ),
                 // Expired or revoked: its keys' delete events are on their way through the watch.
-                Ok(Ok(_)) => state.leases.set(id, None),
+                Ok(Ok(_)) => store.leases.set(id, None),
                 Ok(Err(e)) => {
                     tracing::debug!(lease = id, error = %e, "cannot read lease TTL");
                     client = None;

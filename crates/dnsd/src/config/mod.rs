@@ -1,5 +1,5 @@
-//! dnsd's flags and Corefile, merged in one place into the [`Config`] the library runs with. A flag given
-//! explicitly (or through its environment variable) overrides what the Corefile says.
+//! dnsd's configuration: flags and Corefile, merged in one place into the plain [`Config`] the library runs
+//! with. A flag given explicitly (or through its environment variable) overrides what the Corefile says.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -11,9 +11,24 @@ use promsd_common::name::{NameError, validate_path};
 use promsd_common::{EtcdArgs, KeyPrefix};
 use thiserror::Error;
 
-use crate::corefile::{self, CorefileError};
-use crate::lease::LeaseBounds;
-use crate::zone::{Catalog, SoaSettings, zones_for};
+pub mod corefile;
+pub mod zone;
+
+use corefile::CorefileError;
+pub use zone::{Catalog, SoaSettings, Zone, zones_for};
+
+/// The clamp CoreDNS applies to lease TTLs (`min-lease-ttl`, `max-lease-ttl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseBounds {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Default for LeaseBounds {
+    fn default() -> Self {
+        Self { min: Duration::from_secs(30), max: Duration::from_secs(86400) }
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum ConfigError {

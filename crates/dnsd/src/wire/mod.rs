@@ -4,6 +4,8 @@
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RecordType};
 
+pub mod encode;
+
 use crate::answer::Resolver;
 
 /// The largest UDP payload dnsd sends and advertises: the DNS Flag Day 2020 value, which avoids IP
@@ -26,27 +28,37 @@ pub struct Outcome {
     pub rcode: Option<ResponseCode>,
 }
 
-/// Answers one DNS message. Returns None for input that must not be answered (responses, runts).
-pub fn respond(request: &[u8], transport: Transport, resolver: &Resolver<'_>) -> Option<Vec<u8>> {
-    respond_with_outcome(request, transport, resolver).0
+/// A response and what a cache needs to know of it.
+#[derive(Debug)]
+pub struct Reply {
+    /// None for input that must not be answered (responses, runts).
+    pub bytes: Option<Vec<u8>>,
+    pub outcome: Outcome,
+    /// What the bytes depend on; None when they must not be reused for another request.
+    pub reuse: Option<Reuse>,
 }
 
-/// [`respond`], also telling what the request came to.
-pub fn respond_with_outcome(
-    request: &[u8],
-    transport: Transport,
-    resolver: &Resolver<'_>,
-) -> (Option<Vec<u8>>, Outcome) {
+/// What a cached copy of a reply depends on.
+#[derive(Debug, Default)]
+pub struct Reuse {
+    /// The view's keys the answer read; a change at or below one of them may change it.
+    pub reads: Vec<String>,
+    /// Offsets of the SOA serials in the bytes, to give a cached copy the current serial.
+    pub serials: Vec<usize>,
+}
+
+/// Answers one DNS message.
+pub fn respond(request: &[u8], transport: Transport, resolver: &Resolver<'_>) -> Reply {
     let request = match Message::from_vec(request) {
         Ok(message) => message,
         Err(_) => {
-            let reply = formerr(request);
-            let rcode = reply.is_some().then_some(ResponseCode::FormErr);
-            return (reply, Outcome { qtype: None, rcode });
+            let bytes = formerr(request);
+            let rcode = bytes.is_some().then_some(ResponseCode::FormErr);
+            return Reply { bytes, outcome: Outcome { qtype: None, rcode }, reuse: Some(Reuse::default()) };
         }
     };
     if request.metadata.message_type != MessageType::Query {
-        return (None, Outcome { qtype: None, rcode: None });
+        return Reply { bytes: None, outcome: Outcome { qtype: None, rcode: None }, reuse: None };
     }
     let qtype = request.queries.first().map(|q| q.query_type());
     let limit = match transport {
@@ -56,14 +68,21 @@ pub fn respond_with_outcome(
             None => PLAIN_UDP_PAYLOAD,
         },
     };
-    let response = build(&request, resolver);
+    let (response, reads) = build(&request, resolver);
     let rcode = response.metadata.response_code;
-    let bytes = encode(&response, limit);
-    let rcode = bytes.is_some().then_some(rcode);
-    (bytes, Outcome { qtype, rcode })
+    let encoded = encode(&response, usize::from(limit), transport);
+    let outcome = Outcome { qtype, rcode: encoded.as_ref().map(|_| rcode) };
+    match encoded {
+        Some((bytes, serials)) => {
+            let reuse = serials.map(|serials| Reuse { reads, serials });
+            Reply { bytes: Some(bytes), outcome, reuse }
+        }
+        None => Reply { bytes: None, outcome, reuse: None },
+    }
 }
 
-fn build(request: &Message, resolver: &Resolver<'_>) -> Message {
+/// The response to a parsed query, and the view's keys its answer read.
+fn build(request: &Message, resolver: &Resolver<'_>) -> (Message, Vec<String>) {
     let mut response = Message::new(request.metadata.id, MessageType::Response, request.metadata.op_code);
     response.metadata = Metadata::response_from_request(&request.metadata);
     response.add_queries(request.queries.iter().cloned());
@@ -74,20 +93,20 @@ fn build(request: &Message, resolver: &Resolver<'_>) -> Message {
         response.set_edns(edns);
         if req_edns.version() > 0 {
             response.metadata.response_code = ResponseCode::BADVERS;
-            return response;
+            return (response, Vec::new());
         }
     }
     if request.metadata.op_code != OpCode::Query {
         response.metadata.response_code = ResponseCode::NotImp;
-        return response;
+        return (response, Vec::new());
     }
     let [query] = request.queries.as_slice() else {
         response.metadata.response_code = ResponseCode::FormErr;
-        return response;
+        return (response, Vec::new());
     };
     if query.query_class() != DNSClass::IN {
         response.metadata.response_code = ResponseCode::Refused;
-        return response;
+        return (response, Vec::new());
     }
     let answer = resolver.resolve(query);
     response.metadata.response_code = answer.rcode;
@@ -95,36 +114,39 @@ fn build(request: &Message, resolver: &Resolver<'_>) -> Message {
     response.answers = answer.answers;
     response.authorities = answer.authorities;
     response.additionals = answer.additionals;
-    response
+    (response, answer.reads)
 }
 
-/// Encodes the response within `limit` bytes: first without the additional section (optional data), then as
-/// an empty truncated answer that tells the client to retry over TCP.
-fn encode(response: &Message, limit: u16) -> Option<Vec<u8>> {
-    if let Some(bytes) = encode_whole(response, limit) {
-        return Some(bytes);
+/// Encodes the response within `limit` bytes: whole; else without the additional section (optional data);
+/// else over TCP as many answer records as fit with TC set (there is no larger transport to retry on), and
+/// over UDP an empty truncated answer that tells the client to retry over TCP. Returns the bytes and the
+/// offsets of SOA serials (None when they are unknown: hickory encoded it).
+fn encode(response: &Message, limit: usize, transport: Transport) -> Option<(Vec<u8>, Option<Vec<usize>>)> {
+    use encode::{EncodeError, Fit};
+    let ours = |message: &Message, fit| encode::encode(message, limit, fit).map(|e| (e.bytes, Some(e.serials)));
+    match ours(response, Fit::Whole) {
+        Ok(encoded) => return Some(encoded),
+        // Records this writer does not cover (none that dnsd answers with): hickory's encoder, whole or not.
+        Err(EncodeError::Unsupported) => {
+            return response.to_vec().ok().filter(|b| b.len() <= limit && b[2] & 0x02 == 0).map(|b| (b, None));
+        }
+        Err(EncodeError::TooLarge) => {}
     }
-    if !response.additionals.is_empty() {
-        let mut slim = response.clone();
+    let mut slim = response.clone();
+    if !slim.additionals.is_empty() {
         slim.additionals.clear();
-        if let Some(bytes) = encode_whole(&slim, limit) {
-            return Some(bytes);
+        if let Ok(encoded) = ours(&slim, Fit::Whole) {
+            return Some(encoded);
         }
     }
-    let mut truncated = response.truncate();
-    truncated.metadata.authoritative = response.metadata.authoritative;
-    truncated.to_vec().ok().filter(|b| b.len() <= usize::from(limit))
-}
-
-/// The message encoded with every record, or None when it does not fit: past 65,535 bytes the encoder
-/// leaves records out and sets TC itself, which must not pass for a whole answer.
-fn encode_whole(response: &Message, limit: u16) -> Option<Vec<u8>> {
-    let bytes = match crate::encode::encode(response) {
-        Some(bytes) => bytes,
-        None => response.to_vec().ok()?,
-    };
-    let truncated_by_encoder = bytes.get(2).is_some_and(|flags| flags & 0x02 != 0);
-    (bytes.len() <= usize::from(limit) && !truncated_by_encoder).then_some(bytes)
+    if transport == Transport::Tcp {
+        return ours(&slim, Fit::Partial).ok();
+    }
+    let mut truncated = slim;
+    truncated.answers.clear();
+    truncated.authorities.clear();
+    truncated.metadata.truncation = true;
+    ours(&truncated, Fit::Whole).ok()
 }
 
 /// FORMERR for a message whose header can be read but whose body cannot; nothing for anything shorter or for

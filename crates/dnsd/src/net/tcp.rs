@@ -1,0 +1,69 @@
+//! DNS over TCP: a task per connection, at most MAX_TCP_CONNECTIONS at once, queries answered in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::Server;
+use crate::wire::Transport;
+
+/// How long a TCP connection may sit idle between queries (RFC 7766 suggests seconds, not minutes).
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open TCP connections beyond this wait in the kernel's accept queue.
+const MAX_TCP_CONNECTIONS: usize = 1024;
+
+pub async fn serve_tcp(listener: TcpListener, server: Arc<Server>, shutdown: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let server = server.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = connection(stream, peer, &server) => {}
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Serves length-prefixed queries on one connection, one after another, until it closes or idles out.
+async fn connection(mut stream: TcpStream, peer: SocketAddr, server: &Server) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = Vec::new();
+    loop {
+        let len = match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_u16()).await {
+            Ok(Ok(len)) => usize::from(len),
+            _ => return,
+        };
+        buf.resize(len, 0);
+        if !matches!(tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut buf)).await, Ok(Ok(_))) {
+            return;
+        }
+        let Some(response) = server.answer(&buf, Transport::Tcp, peer) else { return };
+        let Ok(response_len) = u16::try_from(response.len()) else { return };
+        let mut framed = Vec::with_capacity(response.len() + 2);
+        framed.extend_from_slice(&response_len.to_be_bytes());
+        framed.extend_from_slice(&response);
+        if stream.write_all(&framed).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Follows etcd: one prefix read, then an etcd watch from that revision, every response handed to the
+//! [`Writer`]. On a broken or silent stream it reconnects and resumes from the last applied revision; when
+//! that revision was compacted away it reads the prefix again and publishes the new view whole (the old one
+//! answers until then). Until the first read completes dnsd does not answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, EventType, GetOptions, GetResponse, KvClient, WatchOptions};
+use promsd_common::EtcdArgs;
+use thiserror::Error;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Store;
+use super::ingest::KeyValue;
+use super::writer::{Event, Writer};
+
+const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// After this long without a message, ask etcd for a progress notification...
+const PROGRESS_AFTER: Duration = Duration::from_secs(5);
+/// ...and after this long give the connection up as dead, even though no error surfaced: a member that
+/// froze or a half-open TCP connection never closes the stream by itself.
+const STALL_AFTER: Duration = Duration::from_secs(15);
+/// Keys per range request. etcd 3.4 walks its index from a page's first key to the end of the range for
+/// every page, so small pages make a load quadratic: at a million keys, pages of 5,000 took 20 s.
+const PAGE: i64 = 50_000;
+/// gRPC's default 4 MiB would refuse a page of 50,000 keys, or a watch response replaying a burst of large
+/// transactions after a reconnect.
+const MAX_MESSAGE: usize = 512 * 1024 * 1024;
+
+#[derive(Debug, Error)]
+enum SessionError {
+    #[error("{}", promsd_common::etcd::describe(.0))]
+    Etcd(#[from] etcd_client::Error),
+    #[error("timed out reading {0}")]
+    Timeout(String),
+    #[error("watch stream closed by etcd")]
+    Closed,
+    #[error("watch canceled by etcd: {0}")]
+    Canceled(String),
+    #[error("no word from etcd for {0:?}; reconnecting")]
+    Stalled(Duration),
+    #[error("the load's reader stopped: {0}")]
+    Reader(#[from] tokio::task::JoinError),
+}
+
+/// Follows etcd until `shutdown`, publishing every change to `store`.
+pub async fn follow(etcd: EtcdArgs, store: Arc<Store>, shutdown: CancellationToken) {
+    let mut writer = Writer::new(store.clone());
+    // Reload when there is no view yet, or after the watch's revision was compacted away.
+    let mut reload = true;
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        match etcd.connect().await {
+            Ok((mut client, endpoints)) => {
+                let endpoints = endpoints.join(",");
+                let result = session(&mut client, &store, &mut writer, &mut reload, &shutdown).await;
+                store.health.set_connected(false);
+                match result {
+                    Ok(()) => return,
+                    Err(e) if writer.is_loaded() => {
+                        tracing::warn!(%endpoints, error = %e, "etcd watch interrupted; answering from the last known view")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%endpoints, error = %e, "cannot load from etcd yet; DNS waits for the first load")
+                    }
+                }
+                if writer.is_loaded() {
+                    backoff = Duration::from_millis(100);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot connect to etcd"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One connection's worth of following: load when needed, then watch until it breaks.
+async fn session(
+    client: &mut Client,
+    store: &Store,
+    writer: &mut Writer,
+    reload: &mut bool,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionError> {
+    let prefix = store.catalog().prefix.range_prefix();
+    loop {
+        if *reload {
+            let started = Instant::now();
+            let kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+            load(kv, &prefix, writer, started).await?;
+            *reload = false;
+            let took = started.elapsed();
+            tracing::info!(keys = writer.len(), revision = writer.revision(), ?took, "loaded the view from etcd");
+        }
+        let start = writer.revision() + 1;
+        let options = WatchOptions::new().with_prefix().with_start_revision(start).with_progress_notify();
+        let mut watcher = client.watch_client().max_decoding_message_size(MAX_MESSAGE);
+        let (mut requests, mut stream) = watcher.watch(prefix.as_str(), Some(options)).await?.split();
+        store.health.set_connected(true);
+        store.health.mark_synced();
+        let mut last_heard = Instant::now();
+        let mut ticker = tokio::time::interval(PROGRESS_AFTER);
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = ticker.tick() => {
+                    let silent = last_heard.elapsed();
+                    if silent >= STALL_AFTER {
+                        return Err(SessionError::Stalled(silent));
+                    }
+                    if silent >= PROGRESS_AFTER {
+                        requests.request_progress().await?;
+                    }
+                    continue;
+                }
+                message = stream.message() => message?,
+            };
+            last_heard = Instant::now();
+            let Some(response) = message else { return Err(SessionError::Closed) };
+            if response.canceled() {
+                if response.compact_revision() > 0 {
+                    tracing::warn!(
+                        from = start,
+                        compacted = response.compact_revision(),
+                        "watch revision was compacted; reloading the whole prefix"
+                    );
+                    *reload = true; // the old view answers until the new one is published whole
+                    break;
+                }
+                return Err(SessionError::Canceled(response.cancel_reason().to_string()));
+            }
+            let events = response.events().iter().filter_map(|event| {
+                let kv = event.kv()?;
+                Some(match event.event_type() {
+                    EventType::Put => Event::Put(KeyValue::from(kv)),
+                    EventType::Delete => Event::Delete(kv.key()),
+                })
+            });
+            let revision = response.header().map(|h| h.revision()).unwrap_or_default();
+            writer.apply(events, revision);
+            // Every message, progress notifications included, says the view is current up to its revision.
+            store.health.mark_synced();
+        }
+    }
+}
+
+/// Reads the whole prefix at one revision, page by page, parsing each page while the next one is read, and
+/// publishes the result as one snapshot.
+async fn load(kv: KvClient, prefix: &str, writer: &mut Writer, started: Instant) -> Result<(), SessionError> {
+    let end = range_end(prefix);
+    let mut page = read_page(kv.clone(), prefix.as_bytes().to_vec(), end.clone(), None, prefix).await?;
+    let revision = page.header().map(|h| h.revision()).unwrap_or_default();
+    let mut load = writer.begin_load(revision);
+    loop {
+        let next = match page.kvs().last() {
+            Some(last) if page.more() => {
+                let mut from = last.key().to_vec();
+                from.push(0); // the next key after the last one read
+                let (kv, end, prefix) = (kv.clone(), end.clone(), prefix.to_string());
+                Some(tokio::spawn(async move { read_page(kv, from, end, Some(revision), &prefix).await }))
+            }
+            _ => None,
+        };
+        writer.load_page(&mut load, page.kvs().iter().map(KeyValue::from));
+        match next {
+            Some(next) => page = next.await??,
+            None => break,
+        }
+    }
+    writer.finish_load(load, started.elapsed());
+    Ok(())
+}
+
+/// One page of the prefix from `from`, at `revision` (every page at the first page's snapshot).
+async fn read_page(
+    mut kv: KvClient,
+    from: Vec<u8>,
+    end: Vec<u8>,
+    revision: Option<i64>,
+    prefix: &str,
+) -> Result<GetResponse, SessionError> {
+    let mut options = GetOptions::new().with_range(end).with_limit(PAGE);
+    if let Some(revision) = revision {
+        options = options.with_revision(revision);
+    }
+    Ok(tokio::time::timeout(LOAD_TIMEOUT, kv.get(from, Some(options)))
+        .await
+        .map_err(|_| SessionError::Timeout(prefix.to_string()))??)
+}
+
+/// The end of the key range holding every key that starts with `prefix` (etcd's WithPrefix).
+fn range_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // the empty prefix: every key
+}

@@ -1,0 +1,137 @@
+//! The store: the view of etcd's SkyDNS keys that every answer is read from, how etcd's data and events
+//! become that view, and what is known of the leases it uses.
+//!
+//! One writer ([`Writer`], driven by [`follow`]) applies etcd's events to its own copy of the view and
+//! publishes a snapshot after each batch; readers take the current snapshot ([`Store::snapshot`]) without
+//! locks. A change log tells answer caches which keys changed since the snapshot they last saw, so cached
+//! answers are dropped per name, not all at once.
+
+mod changes;
+pub mod follow;
+pub mod ingest;
+pub mod leases;
+pub mod view;
+mod writer;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+pub use changes::Changes;
+pub use ingest::KeyValue;
+pub use leases::{DEFAULT_TTL, LeaseBounds, LeaseTable};
+pub use view::{Entry, View};
+pub use writer::{Event, Writer};
+
+use crate::config::Catalog;
+
+/// What the writer, the answering loops and the web endpoints share.
+pub struct Store {
+    catalog: Catalog,
+    current: ArcSwap<View>,
+    changes: Mutex<changes::ChangeLog>,
+    pub leases: LeaseTable,
+    pub health: Arc<Health>,
+    ready: tokio::sync::watch::Sender<bool>,
+}
+
+/// How following etcd goes, for `/metrics` and logs.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Values skipped because they do not parse (each key and revision counted once).
+    pub malformed: AtomicU64,
+    /// Full reloads after the first (after compaction).
+    pub resyncs: AtomicU64,
+    /// How long the last full load took (read, parse, publish), in microseconds.
+    last_load_micros: AtomicU64,
+    connected: AtomicBool,
+    /// When etcd last confirmed the view is current (a watch message or progress notification).
+    synced: Mutex<Option<Instant>>,
+}
+
+impl Health {
+    /// Whether a watch on etcd is established right now.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+    }
+
+    pub fn set_last_load(&self, took: Duration) {
+        self.last_load_micros.store(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn last_load(&self) -> Duration {
+        Duration::from_micros(self.last_load_micros.load(Ordering::Relaxed))
+    }
+
+    pub fn mark_synced(&self) {
+        if let Ok(mut synced) = self.synced.lock() {
+            *synced = Some(Instant::now());
+        }
+    }
+
+    /// How long ago etcd last confirmed the view is current; None before the first load.
+    pub fn view_age(&self) -> Option<Duration> {
+        self.synced.lock().ok().and_then(|s| *s).map(|at| at.elapsed())
+    }
+
+    pub fn malformed_skipped(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
+    }
+}
+
+impl Store {
+    pub fn new(catalog: Catalog) -> Self {
+        Self {
+            catalog,
+            current: ArcSwap::from_pointee(View::default()),
+            changes: Mutex::new(changes::ChangeLog::default()),
+            leases: LeaseTable::default(),
+            health: Arc::default(),
+            ready: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// The zones and the key prefix the view is read through.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The current snapshot; a query holds it while it answers, so a concurrent publish never tears an answer.
+    pub fn snapshot(&self) -> Arc<View> {
+        self.current.load_full()
+    }
+
+    /// The keys that changed after the snapshot of `generation`, up to the current one.
+    pub fn changes_since(&self, generation: u64) -> Changes {
+        match self.changes.lock() {
+            Ok(log) => log.since(generation),
+            Err(_) => Changes::All,
+        }
+    }
+
+    /// Publishes `view` (a cheap clone of the writer's copy) with what changed since the last one, and marks
+    /// dnsd ready. The change log is written first: a reader that sees the new snapshot finds its changes.
+    fn publish(&self, view: View, changed: Option<Vec<Arc<str>>>) {
+        if let Ok(mut log) = self.changes.lock() {
+            log.push(view.generation, changed);
+        }
+        self.current.store(Arc::new(view));
+        self.ready.send_replace(true);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    pub async fn wait_ready(&self) {
+        let mut ready = self.ready.subscribe();
+        let _ = ready.wait_for(|r| *r).await;
+    }
+}
