@@ -68,20 +68,22 @@ fn keeps_answering_while_etcd_is_down() {
 fn loads_a_prefix_larger_than_one_page() {
     let etcd = Etcd::start();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    // dnsd reads 50,000 keys per page: 60,000 keys in 70 services, written by 8 writers at once.
+    // dnsd reads 50,000 keys per page: 60,000 keys in 70 services and 10,000 in one, by 8 writers at once.
     runtime.block_on(async {
         let client = etcd_client::Client::connect([etcd.endpoint.as_str()], None).await.expect("connect");
         let mut writers = tokio::task::JoinSet::new();
         for writer in 0..8 {
             let mut client = client.clone();
             writers.spawn(async move {
-                for chunk in (writer..600).step_by(8) {
+                for chunk in (writer..700).step_by(8) {
                     let ops: Vec<etcd_client::TxnOp> = (0..100)
                         .map(|i| {
                             let n = chunk * 100 + i;
                             let value =
                                 format!(r#"{{"host":"10.{}.{}.{}","port":9100}}"#, n / 65536, (n / 256) % 256, n % 256);
-                            etcd_client::TxnOp::put(format!("/skydns/local/prom/s{}/h{n}", n % 70), value, None)
+                            // The last 10,000 all in one name.
+                            let service = if n < 60_000 { format!("s{}", n % 70) } else { "huge".to_string() };
+                            etcd_client::TxnOp::put(format!("/skydns/local/prom/{service}/h{n}"), value, None)
                         })
                         .collect();
                     client.txn(etcd_client::Txn::new().and_then(ops)).await.expect("txn");
@@ -94,12 +96,22 @@ fn loads_a_prefix_larger_than_one_page() {
     });
     let dnsd = Dnsd::start(&etcd.endpoint, &[ZONE]);
     let (_, metrics) = http_get(dnsd.web, "/metrics").expect("metrics");
-    assert!(metrics.contains("dnsd_view_keys 60000\n"), "every page loaded");
-    assert!(metrics.contains("dnsd_view_names 70\n"), "names counted: {metrics}");
+    assert!(metrics.contains("dnsd_view_keys 70000\n"), "every page loaded");
+    assert!(metrics.contains("dnsd_view_names 71\n"), "names counted: {metrics}");
     assert_eq!(dnsd.dig(&["A", "h59999.s9.prom.local"]).answer, ["h59999.s9.prom.local. 300 IN A 10.0.234.95"]);
     assert_eq!(dnsd.dig(&["A", "h0.s0.prom.local"]).answer, ["h0.s0.prom.local. 300 IN A 10.0.0.0"]);
     // 858 SRV targets: the whole answer over TCP (names compressed throughout, not only the first 120).
     let srv = dnsd.dig(&["+tcp", "SRV", "s0.prom.local"]);
     assert_eq!(srv.answer.len(), 858, "{}", srv.raw.lines().take(5).collect::<Vec<_>>().join("\n"));
     assert!(!srv.has_flag("tc"));
+    // 10,000 targets cannot fit in one DNS message: over TCP as many as fit, with TC set (RFC 2181 9), rather
+    // than nothing; over UDP the usual empty truncated answer.
+    let huge = dnsd.dig(&["+tcp", "+ignore", "+stats", "SRV", "huge.prom.local"]);
+    assert!(huge.has_flag("tc"), "{}", huge.raw.lines().take(8).collect::<Vec<_>>().join("\n"));
+    assert!(huge.answer.len() > 1000, "{} targets", huge.answer.len());
+    assert!(huge.answer.iter().all(|r| r.contains(" IN SRV 10 1 9100 h")), "whole records only");
+    let size: usize = huge.raw.split("MSG SIZE  rcvd: ").nth(1).and_then(|s| s.trim().parse().ok()).expect("size");
+    assert!(size <= 65535, "{size} bytes");
+    let udp = dnsd.dig(&["+ignore", "SRV", "huge.prom.local"]);
+    assert!(udp.has_flag("tc") && udp.answer.is_empty());
 }
