@@ -23,12 +23,15 @@ const PROGRESS_AFTER: Duration = Duration::from_secs(5);
 /// ...and after this long give the connection up as dead, even though no error surfaced: a member that
 /// froze or a half-open TCP connection never closes the stream by itself.
 const STALL_AFTER: Duration = Duration::from_secs(15);
-/// Keys per range request. etcd 3.4 walks its index from a page's first key to the end of the range for
-/// every page, so small pages make a load quadratic: at a million keys, pages of 5,000 took 20 s.
-const PAGE: i64 = 50_000;
-/// gRPC's default 4 MiB would refuse a page of 50,000 keys, or a watch response replaying a burst of large
+/// Keys in the first range request, which also tells how many there are in all.
+const FIRST_PAGE: i64 = 25_000;
+/// The most keys per later request. etcd 3.4 walks its index from a page's first key to the end of the range
+/// for every page, so many small pages make a load quadratic (at a million keys, pages of 5,000 took 20 s):
+/// later pages take a quarter of the keys, within this bound on the memory a page needs.
+const MAX_PAGE: i64 = 250_000;
+/// gRPC's default 4 MiB would refuse a page of 250,000 keys, or a watch response replaying a burst of large
 /// transactions after a reconnect.
-const MAX_MESSAGE: usize = 512 * 1024 * 1024;
+const MAX_MESSAGE: usize = 1024 * 1024 * 1024;
 
 #[derive(Debug, Error)]
 enum SessionError {
@@ -155,16 +158,20 @@ async fn session(
 /// publishes the result as one snapshot.
 async fn load(kv: KvClient, prefix: &str, writer: &mut Writer, started: Instant) -> Result<(), SessionError> {
     let end = range_end(prefix);
-    let mut page = read_page(kv.clone(), prefix.as_bytes().to_vec(), end.clone(), None, prefix).await?;
+    let first = Page { from: prefix.as_bytes().to_vec(), end: end.clone(), revision: None, limit: FIRST_PAGE };
+    let mut page = read_page(kv.clone(), first, prefix).await?;
     let revision = page.header().map(|h| h.revision()).unwrap_or_default();
+    // A quarter of the keys per page, within bounds: few pages, each well below the memory of the whole.
+    let limit = (page.count() / 4).clamp(FIRST_PAGE, MAX_PAGE);
     let mut load = writer.begin_load(revision);
     loop {
         let next = match page.kvs().last() {
             Some(last) if page.more() => {
                 let mut from = last.key().to_vec();
                 from.push(0); // the next key after the last one read
-                let (kv, end, prefix) = (kv.clone(), end.clone(), prefix.to_string());
-                Some(tokio::spawn(async move { read_page(kv, from, end, Some(revision), &prefix).await }))
+                let next = Page { from, end: end.clone(), revision: Some(revision), limit };
+                let (kv, prefix) = (kv.clone(), prefix.to_string());
+                Some(tokio::spawn(async move { read_page(kv, next, &prefix).await }))
             }
             _ => None,
         };
@@ -178,19 +185,21 @@ async fn load(kv: KvClient, prefix: &str, writer: &mut Writer, started: Instant)
     Ok(())
 }
 
-/// One page of the prefix from `from`, at `revision` (every page at the first page's snapshot).
-async fn read_page(
-    mut kv: KvClient,
+/// One range request of a load.
+struct Page {
     from: Vec<u8>,
     end: Vec<u8>,
+    /// Every page after the first at the first page's revision, so the load is one consistent snapshot.
     revision: Option<i64>,
-    prefix: &str,
-) -> Result<GetResponse, SessionError> {
-    let mut options = GetOptions::new().with_range(end).with_limit(PAGE);
-    if let Some(revision) = revision {
+    limit: i64,
+}
+
+async fn read_page(mut kv: KvClient, page: Page, prefix: &str) -> Result<GetResponse, SessionError> {
+    let mut options = GetOptions::new().with_range(page.end).with_limit(page.limit);
+    if let Some(revision) = page.revision {
         options = options.with_revision(revision);
     }
-    Ok(tokio::time::timeout(LOAD_TIMEOUT, kv.get(from, Some(options)))
+    Ok(tokio::time::timeout(LOAD_TIMEOUT, kv.get(page.from, Some(options)))
         .await
         .map_err(|_| SessionError::Timeout(prefix.to_string()))??)
 }

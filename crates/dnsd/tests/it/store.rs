@@ -92,7 +92,10 @@ fn a_reload_shares_unchanged_values_with_the_view_it_replaces() {
     let first = store.snapshot();
     let mut load = writer.begin_load(9);
     writer.load_page(&mut load, kvs(r#"{"host":"10.0.0.22","port":9100}"#));
+    let broken = KeyValue { key: b"/skydns/local/prom/node/c", value: b"{", lease: 0, mod_revision: 8 };
+    writer.load_page(&mut load, [broken]);
     writer.finish_load(load, Duration::ZERO);
+    assert_eq!(store.health.malformed_skipped(), 1, "a reload skips and counts what does not parse");
     let second = store.snapshot();
     let shared =
         |key: &str| Arc::ptr_eq(first.get_shared(key).expect("first"), second.get_shared(key).expect("second"));
