@@ -39,7 +39,9 @@ impl ChangeLog {
 
     /// Every key changed by the publications after `generation`.
     pub(super) fn since(&self, generation: u64) -> Changes {
-        let newer = self.batches.iter().filter(|(g, _)| *g > generation);
+        // Generations rise along the log: find the first newer one by bisection, not by a walk from the oldest.
+        let first_newer = self.batches.partition_point(|(g, _)| *g <= generation);
+        let newer = self.batches.range(first_newer..);
         match self.batches.front() {
             // The log starts after the next publication: what came between is forgotten.
             Some((oldest, _)) if *oldest > generation + 1 => Changes::All,
