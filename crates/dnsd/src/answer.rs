@@ -1,7 +1,7 @@
 //! Turns one question into the sections of an authoritative answer, following the SkyDNS conventions of
 //! CoreDNS's etcd plugin (docs/coredns-compat.md). Everything is read from the view: no etcd request here.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -26,6 +26,8 @@ pub struct Answer {
     /// The keys of the view this answer read (a subtree for each, as a change below one can change it):
     /// what a cached copy of the answer depends on.
     pub reads: Vec<String>,
+    /// Whether a TTL came from a lease: it counts down, so a copy of the answer goes stale with time.
+    pub timed: bool,
 }
 
 /// What a SkyDNS `host` field holds, decided as CoreDNS's HostType does, except that a name host with a
@@ -77,11 +79,12 @@ pub struct Resolver<'a> {
     leases: &'a LeaseTable,
     lease_bounds: LeaseBounds,
     reads: RefCell<Vec<String>>,
+    timed: Cell<bool>,
 }
 
 impl<'a> Resolver<'a> {
     pub fn new(catalog: &'a Catalog, view: &'a View, leases: &'a LeaseTable, lease_bounds: LeaseBounds) -> Self {
-        Self { catalog, view, leases, lease_bounds, reads: RefCell::default() }
+        Self { catalog, view, leases, lease_bounds, reads: RefCell::default(), timed: Cell::new(false) }
     }
 
     /// Notes that the answer depends on `key` and every key below it.
@@ -125,12 +128,18 @@ impl<'a> Resolver<'a> {
             answer.authorities.push(self.soa(zone, zone.soa.minimum.min(DEFAULT_TTL)));
         }
         answer.reads = self.reads.take();
+        answer.timed = self.timed.take();
         answer
     }
 
     /// The record TTL of an entry: its `ttl`, its lease's remaining time (clamped), or 300.
     fn ttl(&self, entry: &Entry) -> u32 {
-        let lease = if entry.lease != 0 { self.leases.remaining(entry.lease) } else { None };
+        let lease = if entry.lease != 0 {
+            self.timed.set(true);
+            self.leases.remaining(entry.lease)
+        } else {
+            None
+        };
         leases::ttl(entry.service.ttl, lease, self.lease_bounds)
     }
 

@@ -2,8 +2,8 @@
 //! OPT record) is answered by copying the bytes and patching the ID, the RD/CD bits and the SOA serial,
 //! without parsing or encoding. Each answer remembers the keys of the view it read; when a snapshot is
 //! published, only the answers that read a changed key (or a key above it) are dropped, so a write
-//! elsewhere in a million keys costs the cache nothing. The cache empties itself every second (lease TTLs
-//! count down), so it never answers anything the slow path would not.
+//! elsewhere in a million keys costs the cache nothing. An answer with a lease's TTL (which counts down) is
+//! kept for a second at most. So the cache never answers anything the slow path would not.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -12,6 +12,9 @@ use crate::store::{Changes, Store, View};
 use crate::wire::{Outcome, Reuse};
 
 const MAX_ENTRIES: usize = 50_000;
+/// Links from read keys to answers, counted with the stale ones that invalidation leaves behind.
+const MAX_LINKS: usize = 4 * MAX_ENTRIES;
+/// How long an answer with a lease's TTL may be served from the cache.
 const MAX_AGE: Duration = Duration::from_secs(1);
 
 /// What makes two UDP requests get the same answer bytes (apart from ID, RD and CD).
@@ -67,28 +70,25 @@ struct Cached {
     bytes: Vec<u8>,
     outcome: Outcome,
     serials: Vec<usize>,
+    /// When an answer with a lease's TTL was made.
+    timed: Option<Instant>,
 }
 
+#[derive(Default)]
 pub struct AnswerCache {
     /// The generation of the snapshot every cached answer is still true for.
     generation: u64,
-    started: Instant,
     answers: HashMap<Key, Cached>,
     /// Key of the view -> the cached answers that read it.
     readers: HashMap<String, Vec<Key>>,
-}
-
-impl Default for AnswerCache {
-    fn default() -> Self {
-        Self { generation: 0, started: Instant::now(), answers: HashMap::new(), readers: HashMap::new() }
-    }
+    links: usize,
 }
 
 impl AnswerCache {
     /// Brings the cache up to `view`: drops the answers that read what changed since the last snapshot it
-    /// saw, or everything when it is a second old, full, or too far behind to know.
+    /// saw, or everything when it is full or too far behind to know.
     pub fn refresh(&mut self, view: &View, store: &Store) {
-        if self.started.elapsed() > MAX_AGE || self.answers.len() >= MAX_ENTRIES {
+        if self.answers.len() >= MAX_ENTRIES || self.links >= MAX_LINKS {
             self.clear();
         } else if view.generation != self.generation {
             match store.changes_since(self.generation) {
@@ -102,7 +102,7 @@ impl AnswerCache {
     fn clear(&mut self) {
         self.answers.clear();
         self.readers.clear();
-        self.started = Instant::now();
+        self.links = 0;
     }
 
     /// Drops every answer that read `key` or a key above it (a lookup reads the subtree below its key).
@@ -110,14 +110,18 @@ impl AnswerCache {
         let ancestors = key.match_indices('/').filter(|(at, _)| *at > 0).map(|(at, _)| &key[..at]);
         for read in ancestors.chain([key]) {
             for stale in self.readers.remove(read).into_iter().flatten() {
+                self.links -= 1;
                 self.answers.remove(&stale);
             }
         }
     }
 
-    /// The cached answer to `request`, with its ID, RD/CD bits and the current SOA serial.
-    pub fn answer(&self, key: &Key, request: &[u8], serial: u32) -> Option<(Vec<u8>, Outcome)> {
+    /// The cached answer to `request` received at `now`, with its ID, RD/CD bits and the current SOA serial.
+    pub fn answer(&self, key: &Key, request: &[u8], serial: u32, now: Instant) -> Option<(Vec<u8>, Outcome)> {
         let cached = self.answers.get(key)?;
+        if cached.timed.is_some_and(|made| now.saturating_duration_since(made) > MAX_AGE) {
+            return None; // replaced by the fresh answer made next
+        }
         let mut bytes = cached.bytes.clone();
         bytes[0] = request[0];
         bytes[1] = request[1];
@@ -131,14 +135,16 @@ impl AnswerCache {
         Some((bytes, cached.outcome))
     }
 
-    pub fn insert(&mut self, key: Key, bytes: &[u8], outcome: Outcome, reuse: Reuse) {
+    pub fn insert(&mut self, key: Key, bytes: &[u8], outcome: Outcome, reuse: Reuse, now: Instant) {
         if bytes.len() < 12 {
             return;
         }
         for read in reuse.reads {
+            self.links += 1;
             self.readers.entry(read).or_default().push(key.clone());
         }
-        self.answers.insert(key, Cached { bytes: bytes.to_vec(), outcome, serials: reuse.serials });
+        let timed = reuse.timed.then_some(now);
+        self.answers.insert(key, Cached { bytes: bytes.to_vec(), outcome, serials: reuse.serials, timed });
     }
 }
 

@@ -52,7 +52,7 @@ fn cached(server: &Server, cache: &mut AnswerCache, request: &[u8]) -> Option<Ve
     cache.refresh(&view, &server.store);
     let key = Key::of(request);
     if let Some(key) = &key
-        && let Some((bytes, outcome)) = cache.answer(key, request, view.serial)
+        && let Some((bytes, outcome)) = cache.answer(key, request, view.serial, started)
     {
         server.queries.record(Transport::Udp, outcome, started.elapsed());
         return Some(bytes);
@@ -60,7 +60,7 @@ fn cached(server: &Server, cache: &mut AnswerCache, request: &[u8]) -> Option<Ve
     let reply = server.respond(&view, request, Transport::Udp);
     server.queries.record(Transport::Udp, reply.outcome, started.elapsed());
     if let (Some(key), Some(bytes), Some(reuse)) = (key, &reply.bytes, reply.reuse) {
-        cache.insert(key, bytes, reply.outcome, reuse);
+        cache.insert(key, bytes, reply.outcome, reuse, started);
     }
     reply.bytes
 }

@@ -45,6 +45,8 @@ pub struct Reuse {
     pub reads: Vec<String>,
     /// Offsets of the SOA serials in the bytes, to give a cached copy the current serial.
     pub serials: Vec<usize>,
+    /// Whether a TTL in it counts down (a lease's): a copy is good for a second at most.
+    pub timed: bool,
 }
 
 /// Answers one DNS message.
@@ -68,21 +70,28 @@ pub fn respond(request: &[u8], transport: Transport, resolver: &Resolver<'_>) ->
             None => PLAIN_UDP_PAYLOAD,
         },
     };
-    let (response, reads) = build(&request, resolver);
+    let (response, answered) = build(&request, resolver);
     let rcode = response.metadata.response_code;
     let encoded = encode(&response, usize::from(limit), transport);
     let outcome = Outcome { qtype, rcode: encoded.as_ref().map(|_| rcode) };
     match encoded {
         Some((bytes, serials)) => {
-            let reuse = serials.map(|serials| Reuse { reads, serials });
+            let reuse = serials.map(|serials| Reuse { reads: answered.reads, serials, timed: answered.timed });
             Reply { bytes: Some(bytes), outcome, reuse }
         }
         None => Reply { bytes: None, outcome, reuse: None },
     }
 }
 
-/// The response to a parsed query, and the view's keys its answer read.
-fn build(request: &Message, resolver: &Resolver<'_>) -> (Message, Vec<String>) {
+/// What an answer depended on (see [`Reuse`]).
+#[derive(Debug, Default)]
+struct Answered {
+    reads: Vec<String>,
+    timed: bool,
+}
+
+/// The response to a parsed query, and what its answer depended on.
+fn build(request: &Message, resolver: &Resolver<'_>) -> (Message, Answered) {
     let mut response = Message::new(request.metadata.id, MessageType::Response, request.metadata.op_code);
     response.metadata = Metadata::response_from_request(&request.metadata);
     response.add_queries(request.queries.iter().cloned());
@@ -93,20 +102,20 @@ fn build(request: &Message, resolver: &Resolver<'_>) -> (Message, Vec<String>) {
         response.set_edns(edns);
         if req_edns.version() > 0 {
             response.metadata.response_code = ResponseCode::BADVERS;
-            return (response, Vec::new());
+            return (response, Answered::default());
         }
     }
     if request.metadata.op_code != OpCode::Query {
         response.metadata.response_code = ResponseCode::NotImp;
-        return (response, Vec::new());
+        return (response, Answered::default());
     }
     let [query] = request.queries.as_slice() else {
         response.metadata.response_code = ResponseCode::FormErr;
-        return (response, Vec::new());
+        return (response, Answered::default());
     };
     if query.query_class() != DNSClass::IN {
         response.metadata.response_code = ResponseCode::Refused;
-        return (response, Vec::new());
+        return (response, Answered::default());
     }
     let answer = resolver.resolve(query);
     response.metadata.response_code = answer.rcode;
@@ -114,7 +123,7 @@ fn build(request: &Message, resolver: &Resolver<'_>) -> (Message, Vec<String>) {
     response.answers = answer.answers;
     response.authorities = answer.authorities;
     response.additionals = answer.additionals;
-    (response, answer.reads)
+    (response, Answered { reads: answer.reads, timed: answer.timed })
 }
 
 /// Encodes the response within `limit` bytes: whole; else without the additional section (optional data);

@@ -155,11 +155,12 @@ fn fuzzed_requests_never_panic_or_overflow_the_client() {
             // after a publication that changed only the serial.
             if let (Some(key), Some(reuse)) = (Key::of(&packet), reply.reuse) {
                 let mut cache = AnswerCache::default();
-                cache.insert(key.clone(), &response, reply.outcome, reuse);
+                cache.insert(key.clone(), &response, reply.outcome, reuse, std::time::Instant::now());
                 let mut again = packet.clone();
                 again[0] ^= 0x5a;
                 again[2] ^= 0x01;
-                let cached = cache.answer(&key, &again, later.serial).map(|(bytes, _)| bytes);
+                let cached =
+                    cache.answer(&key, &again, later.serial, std::time::Instant::now()).map(|(bytes, _)| bytes);
                 let fresh = respond(&again, Transport::Udp, &resolver_later).bytes;
                 assert_eq!(cached, fresh, "cache differs for {packet:?}");
             }

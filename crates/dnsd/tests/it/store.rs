@@ -2,7 +2,7 @@
 //! writer, questions straight to the resolver.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dnsd::config::{Catalog, LeaseBounds, Zone};
 use dnsd::net::cache::{AnswerCache, Key};
@@ -135,13 +135,14 @@ fn a_change_drops_only_the_cached_answers_that_read_it() {
         let resolver = dnsd::answer::Resolver::new(store.catalog(), &view, &store.leases, LeaseBounds::default());
         for request in &questions {
             let key = Key::of(request).expect("cacheable");
-            if cache.answer(&key, request, view.serial).is_none() {
+            if cache.answer(&key, request, view.serial, Instant::now()).is_none() {
                 let reply = respond(request, Transport::Udp, &resolver);
                 cache.insert(
                     key,
                     reply.bytes.as_deref().expect("answered"),
                     reply.outcome,
                     reply.reuse.expect("reusable"),
+                    Instant::now(),
                 );
             }
         }
@@ -153,7 +154,7 @@ fn a_change_drops_only_the_cached_answers_that_read_it() {
         questions
             .iter()
             .map(|request| {
-                let hit = cache.answer(&Key::of(request).expect("key"), request, view.serial);
+                let hit = cache.answer(&Key::of(request).expect("key"), request, view.serial, Instant::now());
                 if let Some((bytes, _)) = &hit {
                     let fresh = ask(&store, request);
                     assert_eq!(Message::from_vec(bytes).expect("decodes"), fresh, "a stale cached answer");
@@ -180,4 +181,36 @@ fn a_change_drops_only_the_cached_answers_that_read_it() {
     let load = writer.begin_load(7);
     writer.finish_load(load, Duration::ZERO);
     assert_eq!(cached(&mut cache), [false; 5]);
+}
+
+/// A lease's TTL counts down: an answer with one is served from the cache for a second at most, while one
+/// without stays until what it read changes.
+#[test]
+fn cached_answers_with_lease_ttls_expire() {
+    let (store, mut writer) = store();
+    let load = writer.begin_load(1);
+    writer.finish_load(load, Duration::ZERO);
+    let leased = Event::Put(KeyValue {
+        key: b"/skydns/local/prom/leased/a",
+        value: br#"{"host":"10.0.0.1","port":9100}"#,
+        lease: 77,
+        mod_revision: 2,
+    });
+    writer.apply([leased, put("/skydns/local/prom/plain/a", r#"{"host":"10.0.0.2","port":9100}"#)], 2);
+    let view = store.snapshot();
+    let resolver = dnsd::answer::Resolver::new(store.catalog(), &view, &store.leases, LeaseBounds::default());
+    let mut cache = AnswerCache::default();
+    cache.refresh(&view, &store);
+    let now = Instant::now();
+    let requests = [query("leased.prom.local.", RecordType::SRV), query("plain.prom.local.", RecordType::SRV)];
+    for request in &requests {
+        let reply = respond(request, Transport::Udp, &resolver);
+        let bytes = reply.bytes.as_deref().expect("answered");
+        cache.insert(Key::of(request).expect("key"), bytes, reply.outcome, reply.reuse.expect("reusable"), now);
+    }
+    let hit = |request: &[u8], at: Instant| cache.answer(&Key::of(request).expect("key"), request, view.serial, at);
+    assert!(hit(&requests[0], now).is_some() && hit(&requests[1], now).is_some());
+    let later = now + Duration::from_secs(2);
+    assert!(hit(&requests[0], later).is_none(), "the leased answer went stale");
+    assert!(hit(&requests[1], later).is_some(), "nothing changed for the plain one");
 }
