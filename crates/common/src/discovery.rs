@@ -2,11 +2,13 @@
 //! `_etcd-client-ssl._tcp.DOMAIN` gives https endpoints and `_etcd-client._tcp.DOMAIN` http ones; the lookup
 //! fails only when both do. The SRV targets stay names in the URLs, resolved later by the system resolver.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::ProtoError;
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::serialize::binary::DecodeError;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -20,6 +22,32 @@ pub enum DiscoveryError {
     Domain { domain: String, reason: String },
     #[error("no etcd endpoints found via SRV records for {domain:?} (tried {tried}): {reason}")]
     NotFound { domain: String, tried: String, reason: String },
+}
+
+/// Why one SRV lookup got no answer; the last one becomes the `reason` of `DiscoveryError::NotFound`.
+#[derive(Debug, Error)]
+enum LookupError {
+    #[error("no nameserver")]
+    NoNameserver,
+    #[error("{server}: {source}")]
+    Query { server: SocketAddr, source: QueryError },
+    #[error("{0}: timed out")]
+    Timeout(SocketAddr),
+}
+
+/// Why one nameserver gave no usable answer.
+#[derive(Debug, Error)]
+enum QueryError {
+    #[error("{0}")]
+    Encode(#[source] ProtoError),
+    #[error("{0}")]
+    Decode(#[source] DecodeError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("request too large")]
+    TooLarge,
+    #[error("{name} {rtype}: {code}")]
+    Rcode { name: Name, rtype: RecordType, code: ResponseCode },
 }
 
 /// Looks up etcd client endpoints for `domain`, `srv_name` appended as etcdctl's `--discovery-srv-name` does.
@@ -44,7 +72,7 @@ pub async fn etcd_client_endpoints(domain: &str, srv_name: Option<&str>) -> Resu
                     }
                 }
             }
-            Err(e) => last_error = e,
+            Err(e) => last_error = e.to_string(),
         }
     }
     if endpoints.is_empty() {
@@ -68,34 +96,35 @@ fn nameservers(resolv_conf: &str) -> Vec<SocketAddr> {
 }
 
 /// Asks each server in turn; an answer with NOERROR or NXDOMAIN ends the search, as Go's resolver does.
-async fn lookup(servers: &[SocketAddr], name: &Name, rtype: RecordType) -> Result<Message, String> {
-    let mut last = String::from("no nameserver");
-    for server in servers {
-        match tokio::time::timeout(QUERY_TIMEOUT, query(*server, name, rtype)).await {
+async fn lookup(servers: &[SocketAddr], name: &Name, rtype: RecordType) -> Result<Message, LookupError> {
+    let mut last = LookupError::NoNameserver;
+    for &server in servers {
+        match tokio::time::timeout(QUERY_TIMEOUT, query(server, name, rtype)).await {
             Ok(Ok(answer)) => return Ok(answer),
-            Ok(Err(e)) => last = format!("{server}: {e}"),
-            Err(_) => last = format!("{server}: timed out"),
+            Ok(Err(source)) => last = LookupError::Query { server, source },
+            Err(_) => last = LookupError::Timeout(server),
         }
     }
     Err(last)
 }
 
-async fn query(server: SocketAddr, name: &Name, rtype: RecordType) -> Result<Message, String> {
+async fn query(server: SocketAddr, name: &Name, rtype: RecordType) -> Result<Message, QueryError> {
     let mut request = Message::query();
     request.metadata.recursion_desired = true;
     request.add_query(Query::query(name.clone(), rtype));
     let mut edns = Edns::new();
     edns.set_max_payload(4096);
     request.set_edns(edns);
-    let bytes = request.to_vec().map_err(|e| e.to_string())?;
+    let bytes = request.to_vec().map_err(QueryError::Encode)?;
 
-    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(|_| "bind")?;
-    let socket = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
-    socket.connect(server).await.map_err(|e| e.to_string())?;
-    socket.send(&bytes).await.map_err(|e| e.to_string())?;
+    let unspecified =
+        if server.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
+    let socket = UdpSocket::bind(SocketAddr::new(unspecified, 0)).await?;
+    socket.connect(server).await?;
+    socket.send(&bytes).await?;
     let mut buf = vec![0u8; 4096];
     let answer = loop {
-        let len = socket.recv(&mut buf).await.map_err(|e| e.to_string())?;
+        let len = socket.recv(&mut buf).await?;
         match Message::from_vec(&buf[..len]) {
             Ok(answer) if answer.metadata.id == request.metadata.id => break answer,
             _ => continue, // a stray or spoofed datagram: keep waiting for ours
@@ -103,20 +132,20 @@ async fn query(server: SocketAddr, name: &Name, rtype: RecordType) -> Result<Mes
     };
     let answer = if answer.metadata.truncation { query_tcp(server, &bytes).await? } else { answer };
     match answer.metadata.response_code {
-        hickory_proto::op::ResponseCode::NoError => Ok(answer),
-        code => Err(format!("{name} {rtype}: {code}")),
+        ResponseCode::NoError => Ok(answer),
+        code => Err(QueryError::Rcode { name: name.clone(), rtype, code }),
     }
 }
 
-async fn query_tcp(server: SocketAddr, request: &[u8]) -> Result<Message, String> {
-    let mut stream = TcpStream::connect(server).await.map_err(|e| e.to_string())?;
-    let len = u16::try_from(request.len()).map_err(|_| "request too large")?;
-    stream.write_all(&len.to_be_bytes()).await.map_err(|e| e.to_string())?;
-    stream.write_all(request).await.map_err(|e| e.to_string())?;
-    let len = stream.read_u16().await.map_err(|e| e.to_string())?;
+async fn query_tcp(server: SocketAddr, request: &[u8]) -> Result<Message, QueryError> {
+    let mut stream = TcpStream::connect(server).await?;
+    let len = u16::try_from(request.len()).map_err(|_| QueryError::TooLarge)?;
+    stream.write_all(&len.to_be_bytes()).await?;
+    stream.write_all(request).await?;
+    let len = stream.read_u16().await?;
     let mut buf = vec![0u8; usize::from(len)];
-    stream.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-    Message::from_vec(&buf).map_err(|e| e.to_string())
+    stream.read_exact(&mut buf).await?;
+    Message::from_vec(&buf).map_err(QueryError::Decode)
 }
 
 #[cfg(test)]

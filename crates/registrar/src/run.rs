@@ -11,7 +11,8 @@ use std::time::Duration;
 use etcd_client::{Client, PutOptions};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use promsd_common::EtcdArgs;
+use promsd_common::{EtcdArgs, EtcdError};
+use thiserror::Error;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,24 @@ use crate::store::Store;
 
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why one attempt to keep a record registered ended; logged, then retried with backoff.
+#[derive(Debug, Error)]
+enum KeepError {
+    #[error(transparent)]
+    Connect(#[from] EtcdError),
+    /// The innermost cause, which is what a person needs (see `promsd_common::etcd::describe`).
+    #[error("{}", promsd_common::etcd::describe(.0))]
+    Etcd(#[source] etcd_client::Error),
+    #[error("etcd did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("no keepalive answer for lease {id} in {ttl:?}")]
+    NoKeepalive { id: i64, ttl: Duration },
+    #[error("lease {0} expired")]
+    LeaseExpired(i64),
+    #[error("lease keepalive stream closed")]
+    KeepaliveClosed,
+}
 
 /// The exit code a shell would report for `status`: the exporter's code, or 128 + the signal that killed it.
 pub fn exit_code(status: ExitStatus) -> i32 {
@@ -127,7 +146,7 @@ pub(crate) async fn keep_registered(
     let value = registration.service.to_json();
     loop {
         let attempt = async {
-            let (mut client, endpoints) = etcd.connect().await.map_err(|e| e.to_string())?;
+            let (mut client, endpoints) = etcd.connect().await?;
             match lease_ttl {
                 None => {
                     call(Duration::from_secs(5), client.put(registration.key.as_str(), value.as_str(), None)).await?;
@@ -170,7 +189,7 @@ async fn hold_lease(
     ttl: Duration,
     status: &Status,
     stop: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), KeepError> {
     let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
     // No call may wait longer than the lease lives: a stuck call would let it lapse unnoticed.
     let limit = ttl.clamp(Duration::from_secs(1), Duration::from_secs(5));
@@ -214,27 +233,27 @@ async fn hold_lease(
             _ = stop.cancelled() => return Ok(()),
             _ = tick.tick() => {
                 if last_answer.elapsed() > ttl {
-                    return Err(format!("no keepalive answer for lease {id} in {ttl:?}"));
+                    return Err(KeepError::NoKeepalive { id, ttl });
                 }
                 call(limit, keeper.keep_alive()).await?;
             }
-            response = responses.message() => match response.map_err(|e| promsd_common::etcd::describe(&e))? {
+            response = responses.message() => match response.map_err(KeepError::Etcd)? {
                 Some(response) if response.ttl() > 0 => last_answer = tokio::time::Instant::now(),
-                Some(_) => return Err(format!("lease {id} expired")),
-                None => return Err("lease keepalive stream closed".into()),
+                Some(_) => return Err(KeepError::LeaseExpired(id)),
+                None => return Err(KeepError::KeepaliveClosed),
             },
         }
     }
 }
 
-/// One etcd call, bounded in time, its error described for a person.
+/// One etcd call, bounded in time.
 async fn call<T>(
     limit: Duration,
     future: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, String> {
+) -> Result<T, KeepError> {
     match tokio::time::timeout(limit, future).await {
-        Ok(result) => result.map_err(|e| promsd_common::etcd::describe(&e)),
-        Err(_) => Err(format!("etcd did not answer within {limit:?}")),
+        Ok(result) => result.map_err(KeepError::Etcd),
+        Err(_) => Err(KeepError::Timeout(limit)),
     }
 }
 

@@ -1,27 +1,46 @@
 //! TLS to an exporter that serves https itself (`scheme: https` in an http module).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use thiserror::Error;
 use tokio_rustls::TlsConnector;
 
 use super::config::HttpModule;
 
-pub fn connector(http: &HttpModule) -> Result<TlsConnector, String> {
+/// Why the TLS client for an https backend cannot be built; the scrape fails with it as a backend error.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("{0}")]
+    Protocols(#[source] rustls::Error),
+    #[error("https needs tls_ca_file")]
+    NoCaFile,
+    /// A PEM file (`tls_ca_file`, `tls_cert_file` or `tls_key_file`) cannot be read or parsed.
+    #[error("{path}: {source}")]
+    Pem { path: PathBuf, source: pem::Error },
+    #[error("{0}")]
+    CaCertificate(#[source] rustls::Error),
+    #[error("{0}")]
+    ClientCertificate(#[source] rustls::Error),
+}
+
+pub fn connector(http: &HttpModule) -> Result<TlsConnector, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(TlsError::Protocols)?;
     let builder = if http.tls_insecure_skip_verify {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
     } else {
         let mut roots = RootCertStore::empty();
-        let path = http.tls_ca_file.as_ref().ok_or("https needs tls_ca_file")?;
-        for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))? {
-            roots.add(cert.map_err(|e| format!("{}: {e}", path.display()))?).map_err(|e| e.to_string())?;
+        let path = http.tls_ca_file.as_ref().ok_or(TlsError::NoCaFile)?;
+        let pem = |source| TlsError::Pem { path: path.clone(), source };
+        for cert in CertificateDer::pem_file_iter(path).map_err(pem)? {
+            roots.add(cert.map_err(pem)?).map_err(TlsError::CaCertificate)?;
         }
         builder.with_root_certificates(roots)
     };
@@ -29,9 +48,10 @@ pub fn connector(http: &HttpModule) -> Result<TlsConnector, String> {
         (Some(cert), Some(key)) => {
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
                 .and_then(|certs| certs.collect::<Result<_, _>>())
-                .map_err(|e| format!("{}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
+                .map_err(|source| TlsError::Pem { path: cert.clone(), source })?;
+            let key =
+                PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem { path: key.clone(), source })?;
+            builder.with_client_auth_cert(chain, key).map_err(TlsError::ClientCertificate)?
         }
         _ => builder.with_no_client_auth(),
     };

@@ -6,17 +6,33 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use promsd_common::EtcdArgs;
 use promsd_common::duration::parse_duration;
+use promsd_common::{EtcdArgs, NameError};
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
+/// Why the agent's configuration cannot be used; each names the file it is in (`--config` or a file in a
+/// `--config.dirs` directory) and, for a module check, the module.
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    /// Not YAML, or an unknown or missing key: serde_norway's message names the line and column.
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: serde_norway::Error },
+    #[error("{path}: {source}")]
+    ModuleName { path: PathBuf, source: NameError },
+    #[error("{path}: module {module}: method {method:?} needs its own section")]
+    NoSection { path: PathBuf, module: String, method: Method },
+    #[error("{path}: module {module}: scheme {scheme:?} must be http or https")]
+    Scheme { path: PathBuf, module: String, scheme: String },
+    #[error("{path}: module {module}: https needs tls_ca_file (or tls_insecure_skip_verify: true)")]
+    HttpsWithoutCa { path: PathBuf, module: String },
+    #[error("{path}: module {module}: tls_cert_file and tls_key_file go together")]
+    CertWithoutKey { path: PathBuf, module: String },
+    /// `dir` is the `--config.dirs` directory that defines `module` again.
+    #[error("module {module} is defined twice (in {path} and {dir})")]
+    Duplicate { module: String, path: PathBuf, dir: PathBuf },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,34 +178,37 @@ pub fn load_module_dir(dir: &Path) -> Result<Vec<(String, ModuleConfig)>, Config
             continue;
         }
         let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-        let invalid = |message: String| ConfigError::Invalid { path: path.clone(), message };
-        let module: ModuleConfig = serde_norway::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        check_module(stem, &module).map_err(invalid)?;
+        let module: ModuleConfig =
+            serde_norway::from_str(&text).map_err(|source| ConfigError::Parse { path: path.clone(), source })?;
+        check_module(&path, stem, &module)?;
         modules.push((stem.to_string(), module));
     }
     modules.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(modules)
 }
 
-fn check_module(name: &str, module: &ModuleConfig) -> Result<(), String> {
-    promsd_common::name::validate_label("module", name).map_err(|e| e.to_string())?;
+/// `path` is the file the module is defined in, for the message.
+fn check_module(path: &Path, name: &str, module: &ModuleConfig) -> Result<(), ConfigError> {
+    promsd_common::name::validate_label("module", name)
+        .map_err(|source| ConfigError::ModuleName { path: path.into(), source })?;
+    let (path, module_name) = (path.to_path_buf(), name.to_string());
     let section = match module.method {
         Method::Http => module.http.is_some(),
         Method::Exec => module.exec.is_some(),
         Method::File => module.file.is_some(),
     };
     if !section {
-        return Err(format!("module {name}: method {:?} needs its own section", module.method));
+        return Err(ConfigError::NoSection { path, module: module_name, method: module.method });
     }
     if let Some(http) = &module.http {
         if http.scheme != "http" && http.scheme != "https" {
-            return Err(format!("module {name}: scheme {:?} must be http or https", http.scheme));
+            return Err(ConfigError::Scheme { path, module: module_name, scheme: http.scheme.clone() });
         }
         if http.scheme == "https" && http.tls_ca_file.is_none() && !http.tls_insecure_skip_verify {
-            return Err(format!("module {name}: https needs tls_ca_file (or tls_insecure_skip_verify: true)"));
+            return Err(ConfigError::HttpsWithoutCa { path, module: module_name });
         }
         if http.tls_cert_file.is_some() != http.tls_key_file.is_some() {
-            return Err(format!("module {name}: tls_cert_file and tls_key_file go together"));
+            return Err(ConfigError::CertWithoutKey { path, module: module_name });
         }
     }
     Ok(())
@@ -198,10 +217,10 @@ fn check_module(name: &str, module: &ModuleConfig) -> Result<(), String> {
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let invalid = |message: String| ConfigError::Invalid { path: path.into(), message };
-        let config: AgentConfig = serde_norway::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let config: AgentConfig =
+            serde_norway::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
         for (name, module) in &config.modules {
-            check_module(name, module).map_err(invalid)?;
+            check_module(path, name, module)?;
         }
         Ok(config)
     }
@@ -259,5 +278,24 @@ mod tests {
         );
         let missing = load("address: a\nmodules:\n  x:\n    method: exec\n").expect_err("no exec section").to_string();
         assert!(missing.contains("needs its own section"), "{missing}");
+    }
+
+    #[test]
+    fn module_checks_name_the_file_and_module() {
+        let http = |settings: &str| {
+            format!("address: a\nmodules:\n  node:\n    method: http\n    http:\n      port: 1\n{settings}")
+        };
+        for (text, expected) in [
+            (
+                "address: a\nmodules:\n  x:\n    method: exec\n".to_string(),
+                "module x: method Exec needs its own section",
+            ),
+            (http("      scheme: ftp\n"), "module node: scheme \"ftp\" must be http or https"),
+            (http("      scheme: https\n"), "module node: https needs tls_ca_file (or tls_insecure_skip_verify: true)"),
+            (http("      tls_cert_file: c.pem\n"), "module node: tls_cert_file and tls_key_file go together"),
+        ] {
+            let message = load(&text).expect_err(expected).to_string();
+            assert!(message.ends_with(&format!("agent.yml: {expected}")), "{message}");
+        }
     }
 }

@@ -23,7 +23,7 @@ use crate::registration::{Location, Registration, RegistrationError, key_for};
 use crate::run;
 use crate::status::Status;
 use crate::store::Store;
-use config::AgentConfig;
+use config::{AgentConfig, ConfigError};
 
 /// The records of every module: `<module>.<zone>` -> this host's address and the proxy's port.
 pub fn registrations(config: &AgentConfig, port: u16) -> Result<Vec<Registration>, RegistrationError> {
@@ -55,16 +55,12 @@ pub struct ConfigSource {
 }
 
 impl ConfigSource {
-    pub fn load(&self) -> Result<AgentConfig, String> {
-        let mut config = AgentConfig::load(&self.path).map_err(|e| e.to_string())?;
+    pub fn load(&self) -> Result<AgentConfig, ConfigError> {
+        let mut config = AgentConfig::load(&self.path)?;
         for dir in &self.dirs {
-            for (name, module) in config::load_module_dir(dir).map_err(|e| e.to_string())? {
+            for (name, module) in config::load_module_dir(dir)? {
                 if config.modules.insert(name.clone(), module).is_some() {
-                    return Err(format!(
-                        "module {name} is defined twice (in {} and {})",
-                        self.path.display(),
-                        dir.display()
-                    ));
+                    return Err(ConfigError::Duplicate { module: name, path: self.path.clone(), dir: dir.clone() });
                 }
             }
         }
@@ -108,7 +104,7 @@ pub async fn run(
     let port = listener.local_addr()?.port();
     let mut etcd = config.etcd_args();
     let mut kept: BTreeMap<String, Kept> = BTreeMap::new();
-    for registration in registrations(&config, port).map_err(|e| std::io::Error::other(e.to_string()))? {
+    for registration in registrations(&config, port).map_err(std::io::Error::other)? {
         kept.insert(registration.key.clone(), keep(&etcd, registration, config.lease_ttl));
     }
     tracing::info!(port, modules = kept.len(), "agent serving");

@@ -11,8 +11,9 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use thiserror::Error;
 
+use super::backend_tls::TlsError;
 use super::config::{ExecModule, FileModule, HttpModule, Method, ModuleConfig};
-use super::exposition;
+use super::exposition::{self, FormatError};
 
 #[derive(Debug, Error)]
 pub enum ScrapeError {
@@ -21,7 +22,33 @@ pub enum ScrapeError {
     #[error("backend failed: {0}")]
     Backend(String),
     #[error("backend output is not valid exposition format: {0}")]
-    Malformed(String),
+    Malformed(#[from] Malformed),
+}
+
+/// Why `verify` rejected a backend's output (a 502, counted as malformed content).
+#[derive(Debug, Error)]
+pub enum Malformed {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error("cannot verify content encoding {0:?}")]
+    Encoding(String),
+    #[error("invalid gzip: {0}")]
+    Gzip(#[source] std::io::Error),
+}
+
+/// Why no connection to an http backend could be made; the scrape fails with it, after the backend's address.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Tcp(#[source] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("{0}")]
+    ServerName(#[source] rustls::pki_types::InvalidDnsNameError),
+    #[error("{0}")]
+    TlsHandshake(#[source] std::io::Error),
+    #[error("{0}")]
+    Http(#[source] hyper::Error),
 }
 
 /// What the proxy passes on.
@@ -60,20 +87,17 @@ pub async fn scrape(
         let openmetrics = fetched.content_type.starts_with("application/openmetrics-text");
         let plain = match fetched.content_encoding.as_deref() {
             Some("gzip") => gunzip(&fetched.body)?,
-            Some(other) => return Err(ScrapeError::Malformed(format!("cannot verify content encoding {other:?}"))),
+            Some(other) => return Err(Malformed::Encoding(other.to_string()).into()),
             None => fetched.body.to_vec(),
         };
-        exposition::verify(&plain, openmetrics).map_err(ScrapeError::Malformed)?;
+        exposition::verify(&plain, openmetrics).map_err(Malformed::from)?;
     }
     Ok(fetched)
 }
 
 fn gunzip(body: &[u8]) -> Result<Vec<u8>, ScrapeError> {
     let mut plain = Vec::new();
-    flate2::read::GzDecoder::new(body)
-        .take(256 * 1024 * 1024)
-        .read_to_end(&mut plain)
-        .map_err(|e| ScrapeError::Malformed(format!("invalid gzip: {e}")))?;
+    flate2::read::GzDecoder::new(body).take(256 * 1024 * 1024).read_to_end(&mut plain).map_err(Malformed::Gzip)?;
     Ok(plain)
 }
 
@@ -163,26 +187,26 @@ fn clone_request(request: &Request<Empty<Bytes>>) -> Request<Empty<Bytes>> {
     copy
 }
 
-async fn connect(http: &HttpModule) -> Result<Sender, String> {
+async fn connect(http: &HttpModule) -> Result<Sender, ConnectError> {
     tracing::debug!(address = %http.address, port = http.port, "new backend connection");
     let stream = match promsd_common::localhost::loopback_for(&http.address) {
         Some(loopback) => tokio::net::TcpStream::connect(&loopback.map(|ip| SocketAddr::new(ip, http.port))[..]).await,
         None => tokio::net::TcpStream::connect((http.address.as_str(), http.port)).await,
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(ConnectError::Tcp)?;
     let _ = stream.set_nodelay(true);
     if http.scheme == "https" {
         let connector = super::backend_tls::connector(http)?;
         let name = http.server_name.clone().unwrap_or_else(|| http.address.clone());
-        let name = rustls::pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
-        let tls = connector.connect(name, stream).await.map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from(name).map_err(ConnectError::ServerName)?;
+        let tls = connector.connect(name, stream).await.map_err(ConnectError::TlsHandshake)?;
         let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(ConnectError::Http)?;
         tokio::spawn(connection);
         Ok(sender)
     } else {
         let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(ConnectError::Http)?;
         tokio::spawn(connection);
         Ok(sender)
     }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::AgentConfig;
 use super::module::{self, ScrapeError};
-use super::webconfig::Web;
+use super::webconfig::{Web, WebConfigError};
 
 /// Without a module timeout or Prometheus's header, a scrape may take this long.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,7 +50,7 @@ pub struct WebSource {
 }
 
 impl WebSource {
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, WebConfigError> {
         let web = Web::load(path)?;
         Ok(Self { path: path.to_path_buf(), current: Mutex::new((modified(path), Arc::new(web))) })
     }

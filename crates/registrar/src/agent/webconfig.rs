@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 use serde::Deserialize;
+use thiserror::Error;
 use tokio_rustls::TlsAcceptor;
 
 /// Response headers exporter-toolkit allows to be set.
@@ -24,6 +25,50 @@ const ALLOWED_HEADERS: [&str; 5] = [
     "X-XSS-Protection",
     "Strict-Transport-Security",
 ];
+
+/// Why a web config file cannot be used. At startup the agent does not start; on a reload the previous
+/// configuration stays in force.
+#[derive(Debug, Error)]
+pub enum WebConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: serde_norway::Error },
+    #[error("{path}: header {name:?} may not be set (allowed: {})", ALLOWED_HEADERS.join(", "))]
+    Header { path: PathBuf, name: String },
+    #[error("{path}: {source}")]
+    Tls { path: PathBuf, source: TlsConfigError },
+    #[error("{0}")]
+    DummyHash(#[source] bcrypt::BcryptError),
+}
+
+/// What is wrong with `tls_server_config`, or with the certificate and key it names (also when they are read
+/// again after a change, which keeps the previous certificate).
+#[derive(Debug, Error)]
+pub enum TlsConfigError {
+    #[error("cannot read {what} {path}: {source}")]
+    Read { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("tls_server_config needs {what}_file (or {what})")]
+    Missing { what: &'static str },
+    #[error("unsupported curve {0:?} (X25519, CurveP256, CurveP384)")]
+    Curve(String),
+    #[error("unsupported TLS version {0:?} (TLS12, TLS13)")]
+    Version(String),
+    #[error("TLS settings: {0}")]
+    Settings(#[source] rustls::Error),
+    #[error("client CA: {0}")]
+    ClientCaPem(#[source] pem::Error),
+    #[error("client CA: {0}")]
+    ClientCa(#[source] rustls::Error),
+    #[error("client CA: {0}")]
+    ClientVerifier(#[source] VerifierBuilderError),
+    #[error("certificate: {0}")]
+    Certificate(#[source] pem::Error),
+    #[error("key: {0}")]
+    Key(#[source] pem::Error),
+    #[error("certificate and key: {0}")]
+    CertifiedKey(#[source] rustls::Error),
+}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,17 +129,15 @@ pub struct Web {
 }
 
 impl Web {
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut config: WebConfig = serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, WebConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| WebConfigError::Read { path: path.into(), source })?;
+        let mut config: WebConfig =
+            serde_norway::from_str(&text).map_err(|source| WebConfigError::Parse { path: path.into(), source })?;
         let dir = path.parent().unwrap_or(Path::new("."));
         for name in config.http_server_config.headers.keys() {
             if !ALLOWED_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
-                return Err(format!(
-                    "{}: header {name:?} may not be set (allowed: {})",
-                    path.display(),
-                    ALLOWED_HEADERS.join(", ")
-                ));
+                return Err(WebConfigError::Header { path: path.into(), name: name.clone() });
             }
         }
         let tls = match &mut config.tls_server_config {
@@ -105,11 +148,11 @@ impl Web {
                         *file = dir.join(&*file);
                     }
                 }
-                Some(acceptor(tls).map_err(|e| format!("{}: {e}", path.display()))?)
+                Some(acceptor(tls).map_err(|source| WebConfigError::Tls { path: path.into(), source })?)
             }
             None => None,
         };
-        let dummy_hash = bcrypt::hash("promsd: no such user", 10).map_err(|e| e.to_string())?;
+        let dummy_hash = bcrypt::hash("promsd: no such user", 10).map_err(WebConfigError::DummyHash)?;
         Ok(Self { config, tls, dummy_hash, checked: Mutex::new(HashMap::new()) })
     }
 
@@ -162,15 +205,17 @@ fn parse_basic(header: &str) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-fn pem_or_file(inline: &Option<String>, file: &Option<PathBuf>, what: &str) -> Result<Vec<u8>, String> {
+fn pem_or_file(inline: &Option<String>, file: &Option<PathBuf>, what: &'static str) -> Result<Vec<u8>, TlsConfigError> {
     match (inline, file) {
         (Some(text), _) => Ok(text.clone().into_bytes()),
-        (None, Some(path)) => std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display())),
-        (None, None) => Err(format!("tls_server_config needs {what}_file (or {what})")),
+        (None, Some(path)) => {
+            std::fs::read(path).map_err(|source| TlsConfigError::Read { what, path: path.clone(), source })
+        }
+        (None, None) => Err(TlsConfigError::Missing { what }),
     }
 }
 
-fn acceptor(tls: &TlsServerConfig) -> Result<TlsAcceptor, String> {
+fn acceptor(tls: &TlsServerConfig) -> Result<TlsAcceptor, TlsConfigError> {
     let mut provider = rustls::crypto::ring::default_provider();
     if !tls.cipher_suites.is_empty() {
         // Go's names; like Go, the list governs TLS 1.2 only (TLS 1.3 suites are always on).
@@ -186,7 +231,7 @@ fn acceptor(tls: &TlsServerConfig) -> Result<TlsAcceptor, String> {
                 "X25519" => "X25519",
                 "CurveP256" => "secp256r1",
                 "CurveP384" => "secp384r1",
-                other => return Err(format!("unsupported curve {other:?} (X25519, CurveP256, CurveP384)")),
+                other => return Err(TlsConfigError::Curve(other.to_string())),
             };
             groups.extend(provider.kx_groups.iter().filter(|g| format!("{:?}", g.name()) == wanted).copied());
         }
@@ -196,7 +241,7 @@ fn acceptor(tls: &TlsServerConfig) -> Result<TlsAcceptor, String> {
         None => Ok(default),
         Some("TLS12") => Ok(12),
         Some("TLS13") => Ok(13),
-        Some(other) => Err(format!("unsupported TLS version {other:?} (TLS12, TLS13)")),
+        Some(other) => Err(TlsConfigError::Version(other.to_string())),
     };
     let (min, max) = (version(&tls.min_version, 12)?, version(&tls.max_version, 13)?);
     let versions: Vec<&'static rustls::SupportedProtocolVersion> =
@@ -208,14 +253,14 @@ fn acceptor(tls: &TlsServerConfig) -> Result<TlsAcceptor, String> {
     let provider = Arc::new(provider);
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
-        .map_err(|e| format!("TLS settings: {e}"))?;
+        .map_err(TlsConfigError::Settings)?;
     let builder = match tls.client_auth_type {
         ClientAuth::NoClientCert => builder.with_no_client_auth(),
         ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
             let ca = pem_or_file(&tls.client_ca, &tls.client_ca_file, "client_ca")?;
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(&ca) {
-                roots.add(cert.map_err(|e| format!("client CA: {e}"))?).map_err(|e| format!("client CA: {e}"))?;
+                roots.add(cert.map_err(TlsConfigError::ClientCaPem)?).map_err(TlsConfigError::ClientCa)?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             let verifier = if tls.client_auth_type == ClientAuth::VerifyClientCertIfGiven {
@@ -223,7 +268,7 @@ fn acceptor(tls: &TlsServerConfig) -> Result<TlsAcceptor, String> {
             } else {
                 verifier
             };
-            builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("client CA: {e}"))?)
+            builder.with_client_cert_verifier(verifier.build().map_err(TlsConfigError::ClientVerifier)?)
         }
         // Go's RequestClientCert / RequireAnyClientCert: a certificate is asked for (or required) but not
         // checked against a CA; client_allowed_sans can still restrict it.
@@ -249,7 +294,7 @@ struct ReloadingCert {
 }
 
 impl ReloadingCert {
-    fn new(tls: TlsServerConfig, provider: Arc<CryptoProvider>) -> Result<Self, String> {
+    fn new(tls: TlsServerConfig, provider: Arc<CryptoProvider>) -> Result<Self, TlsConfigError> {
         let key = certified_key(&tls, &provider)?;
         let stamp = stamp(&tls);
         Ok(Self { tls, provider, current: Mutex::new((stamp, Arc::new(key))) })
@@ -264,13 +309,16 @@ fn stamp(tls: &TlsServerConfig) -> Option<SystemTime> {
         .max()
 }
 
-fn certified_key(tls: &TlsServerConfig, provider: &CryptoProvider) -> Result<rustls::sign::CertifiedKey, String> {
+fn certified_key(
+    tls: &TlsServerConfig,
+    provider: &CryptoProvider,
+) -> Result<rustls::sign::CertifiedKey, TlsConfigError> {
     let cert = pem_or_file(&tls.cert, &tls.cert_file, "cert")?;
     let key = pem_or_file(&tls.key, &tls.key_file, "key")?;
     let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(&cert).collect::<Result<_, _>>().map_err(|e| format!("certificate: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| format!("key: {e}"))?;
-    rustls::sign::CertifiedKey::from_der(chain, key, provider).map_err(|e| format!("certificate and key: {e}"))
+        CertificateDer::pem_slice_iter(&cert).collect::<Result<_, _>>().map_err(TlsConfigError::Certificate)?;
+    let key = PrivateKeyDer::from_pem_slice(&key).map_err(TlsConfigError::Key)?;
+    rustls::sign::CertifiedKey::from_der(chain, key, provider).map_err(TlsConfigError::CertifiedKey)
 }
 
 impl rustls::server::ResolvesServerCert for ReloadingCert {
