@@ -1,17 +1,24 @@
 //! Helpers for the scripts in bench/: they need records in etcd fast, the same records as a zone file for
-//! Knot DNS, a dnsperf query file, and a precise clock around `registrar set` -> answer in dnsd.
+//! Knot DNS, a dnsperf query file, steady churn in etcd, a precise clock around `registrar set` -> answer in
+//! dnsd, and the scale run (`scale`) that drives one dnsd against a large view and prints its figures.
 
-use std::collections::BTreeMap;
+mod dns;
+mod layout;
+mod load;
+mod proxy;
+mod report;
+mod scale;
+mod zonefile;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
-use etcd_client::{Client, GetOptions, Txn, TxnOp};
-use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
-use promsd_common::{KeyPrefix, Service};
+
+use crate::layout::Layout;
 
 #[derive(Parser)]
 struct Cli {
@@ -19,26 +26,50 @@ struct Cli {
     command: Cmd,
 }
 
+/// The etcd and the `load` layout a subcommand works on.
+#[derive(clap::Args)]
+pub struct Target {
+    #[arg(long)]
+    pub endpoints: String,
+    #[arg(long, default_value = "prom.local")]
+    pub zone: String,
+    #[arg(long)]
+    pub services: usize,
+    #[arg(long)]
+    pub instances: usize,
+}
+
+impl Target {
+    pub fn layout(&self) -> Layout {
+        Layout::new(&self.zone, self.services, self.instances)
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Write SERVICES x INSTANCES node records (plus two name servers) under /skydns for ZONE.
+    /// Write SERVICES x INSTANCES node records (plus two name servers) under /skydns for ZONE, many
+    /// transactions at once; prints the number of keys and the seconds it took.
     Load {
-        #[arg(long)]
-        endpoints: String,
-        #[arg(long, default_value = "prom.local")]
-        zone: String,
-        #[arg(long)]
-        services: usize,
-        #[arg(long)]
-        instances: usize,
+        #[command(flatten)]
+        target: Target,
+        /// Transactions in flight at once
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Puts per transaction: at most etcd's --max-txn-ops (128 unless raised)
+        #[arg(long, default_value_t = 128)]
+        txn_ops: usize,
     },
     /// Print a zone file with the records dnsd answers for what etcd holds (SRV per service with its
-    /// normalised weights, A per instance, NS and glue, SOA).
+    /// normalised weights, A per instance, NS and glue, SOA). Reads in pages at one revision.
     Zonefile {
         #[arg(long)]
         endpoints: String,
         #[arg(long, default_value = "prom.local")]
         zone: String,
+        /// Keys per range request: a response must stay under gRPC's 4 MiB, and etcd 3.4 scans the rest of
+        /// the range for every page, so fewer, larger pages read a large prefix much faster
+        #[arg(long, default_value_t = 20_000)]
+        page: i64,
     },
     /// Print a dnsperf query file: SRV of services, A of instances, NXDOMAIN names and NS of the zone.
     Queries {
@@ -48,6 +79,16 @@ enum Cmd {
         services: usize,
         #[arg(long)]
         instances: usize,
+    },
+    /// Put RATE changed values per second to random existing keys of the `load` layout for DURATION seconds
+    /// (the port changes, the host stays); prints the puts done and the rate achieved.
+    Churn {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        #[arg(long)]
+        duration: f64,
     },
     /// Time COUNT `registrar set` runs until each new record is answered by dnsd; print p50/p99.
     Propagation {
@@ -60,105 +101,92 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         count: usize,
     },
+    /// Run dnsd against etcd holding the `load` layout of SERVICES x INSTANCES keys and measure its first
+    /// load, propagation alone and under churn, a full resync after compaction, and a very large answer.
+    Scale(scale::Args),
+    /// Print the medians (min-max) of several `scale --figures` files, with the verdicts on the medians.
+    Summary { files: Vec<std::path::PathBuf> },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Cmd::Load { endpoints, zone, services, instances } => load(&endpoints, &zone, services, instances),
-        Cmd::Zonefile { endpoints, zone } => zonefile(&endpoints, &zone),
+        Cmd::Load { target, concurrency, txn_ops } => {
+            let (layout, endpoints) = (target.layout(), target.endpoints);
+            let endpoints = split(&endpoints);
+            let (keys, took) = runtime()?.block_on(load::load_layout(&endpoints, &layout, concurrency, txn_ops))?;
+            println!(
+                "loaded {keys} keys in {:.2} s ({:.0} keys/s)",
+                took.as_secs_f64(),
+                keys as f64 / took.as_secs_f64()
+            );
+            Ok(())
+        }
+        Cmd::Zonefile { endpoints, zone, page } => zonefile::zonefile(&split(&endpoints), &zone, page),
         Cmd::Queries { zone, services, instances } => {
-            queries(&zone, services, instances);
+            zonefile::queries(&zone, services, instances);
+            Ok(())
+        }
+        Cmd::Churn { target, rate, duration } => {
+            let (layout, endpoints) = (target.layout(), target.endpoints);
+            let endpoints = split(&endpoints);
+            let stats = multi_thread_runtime()?.block_on(load::churn_for(
+                &endpoints,
+                layout,
+                rate,
+                Duration::from_secs_f64(duration),
+            ))?;
+            println!("{}", stats.describe(rate));
             Ok(())
         }
         Cmd::Propagation { registrar, endpoints, dns, count } => propagation(&registrar, &endpoints, dns, count),
+        Cmd::Scale(args) => scale::run(args),
+        Cmd::Summary { files } => report::summary(&files),
     }
+}
+
+fn split(endpoints: &str) -> Vec<String> {
+    endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_string).collect()
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-fn load(endpoints: &str, zone: &str, services: usize, instances: usize) -> anyhow::Result<()> {
-    let prefix = KeyPrefix::new("/skydns");
-    let zone_key = prefix.key_for_name(zone);
-    let mut ops = vec![
-        (format!("{zone_key}/dns/ns/ns1"), r#"{"host":"127.0.0.1"}"#.to_string()),
-        (format!("{zone_key}/dns/ns/ns2"), r#"{"host":"127.0.0.2"}"#.to_string()),
-    ];
-    for s in 0..services {
-        for i in 0..instances {
-            let host = format!("10.{}.{}.{}", s / 250, s % 250, i % 250 + 1);
-            let service = Service { host, port: 9100, ..Service::default() };
-            ops.push((format!("{zone_key}/svc{s:04}/host{i:04}"), service.to_json()));
-        }
-    }
-    runtime()?.block_on(async {
-        let mut client = Client::connect(endpoints.split(',').collect::<Vec<_>>(), None).await?;
-        // etcd allows 128 operations per transaction by default.
-        for chunk in ops.chunks(128) {
-            let txn = Txn::new()
-                .and_then(chunk.iter().map(|(k, v)| TxnOp::put(k.as_str(), v.as_str(), None)).collect::<Vec<_>>());
-            client.txn(txn).await?;
-        }
-        anyhow::Ok(())
-    })?;
-    eprintln!("loaded {} keys", ops.len());
-    Ok(())
+fn multi_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 
-fn zonefile(endpoints: &str, zone: &str) -> anyhow::Result<()> {
-    let prefix = KeyPrefix::new("/skydns");
-    let zone_key = prefix.key_for_name(zone);
-    let kvs = runtime()?.block_on(async {
-        let mut client = Client::connect(endpoints.split(',').collect::<Vec<_>>(), None).await?;
-        let response = client.get(format!("{zone_key}/"), Some(GetOptions::new().with_prefix())).await?;
-        anyhow::Ok(
-            response.kvs().iter().map(|kv| (kv.key_str().map(str::to_string), kv.value().to_vec())).collect::<Vec<_>>(),
-        )
-    })?;
-    let mut services: BTreeMap<String, Vec<(String, Service)>> = BTreeMap::new();
-    let mut ns = Vec::new();
-    for (key, value) in kvs {
-        let key = key?;
-        let Ok(service) = Service::parse(&value) else { continue };
-        let name = prefix.name_for_key(&key).context("key below the prefix")?;
-        let parent = name.split_once('.').map(|(_, p)| p.to_string()).unwrap_or_default();
-        if parent == format!("ns.dns.{zone}") {
-            ns.push((name, service));
-        } else {
-            services.entry(parent).or_default().push((name, service));
-        }
+/// A small, fast, seedable generator (splitmix64): the benchmarks need spread, not cryptography.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
     }
-    println!("$ORIGIN {zone}.\n$TTL 300");
-    println!("@ 300 IN SOA ns.dns.{zone}. hostmaster.{zone}. 1 7200 1800 86400 30");
-    for (name, service) in &ns {
-        println!("@ 300 IN NS {name}.\n{name}. 300 IN A {}", service.host);
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
-    for (service, instances) in &services {
-        let total: i64 = instances.iter().map(|(_, s)| if s.weight == 0 { 100 } else { s.weight }).sum();
-        for (name, s) in instances {
-            let weight =
-                ((100.0 / total as f64) * if s.weight == 0 { 100.0 } else { s.weight as f64 }).floor().max(1.0);
-            println!("{service}. 300 IN SRV 10 {weight} {} {name}.", s.port);
-            println!("{service}. 300 IN A {}", s.host);
-            println!("{name}. 300 IN A {}", s.host);
-        }
+
+    /// A number in 0..n (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
     }
-    Ok(())
 }
 
-fn queries(zone: &str, services: usize, instances: usize) {
-    // 40% SRV of a service, 30% A of an instance, 20% names that do not exist, 10% NS of the zone.
-    for n in 0..10_000usize {
-        let s = (n * 7919) % services;
-        let i = (n * 104_729) % instances;
-        match n % 10 {
-            0..=3 => println!("svc{s:04}.{zone} SRV"),
-            4..=6 => println!("host{i:04}.svc{s:04}.{zone} A"),
-            7 | 8 => println!("missing{n}.{zone} A"),
-            _ => println!("{zone} NS"),
-        }
+/// p50, p99 and max of some durations, in milliseconds (None for none).
+pub fn percentiles(values: &[Duration]) -> Option<(f64, f64, f64)> {
+    if values.is_empty() {
+        return None;
     }
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    let at = |q: f64| sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)].as_secs_f64() * 1e3;
+    Some((at(0.5), at(0.99), at(1.0)))
 }
 
 fn propagation(registrar: &str, endpoints: &str, dns: SocketAddr, count: usize) -> anyhow::Result<()> {
@@ -188,7 +216,8 @@ fn propagation(registrar: &str, endpoints: &str, dns: SocketAddr, count: usize) 
         let written = Instant::now();
         let name = Name::from_ascii(format!("{instance}.prop.prom.local."))?;
         loop {
-            if answered(&socket, dns, &name)? {
+            let answered = dns::query_udp(&socket, dns, &name, RecordType::A)?.is_some_and(|m| !m.answers.is_empty());
+            if answered {
                 break;
             }
             if written.elapsed() > Duration::from_secs(5) {
@@ -198,28 +227,12 @@ fn propagation(registrar: &str, endpoints: &str, dns: SocketAddr, count: usize) 
         total.push(started.elapsed());
         after_write.push(written.elapsed());
     }
-    let report = |what: &str, mut values: Vec<Duration>| {
-        values.sort();
-        let at = |q: f64| values[((values.len() as f64 * q) as usize).min(values.len() - 1)].as_secs_f64() * 1e3;
-        println!(
-            "{what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} updates)",
-            at(0.5),
-            at(0.99),
-            at(1.0),
-            values.len()
-        );
+    let report = |what: &str, values: Vec<Duration>| {
+        if let Some((p50, p99, max)) = percentiles(&values) {
+            println!("{what}: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms ({} updates)", values.len());
+        }
     };
     report("registrar set -> answered by dnsd", total);
     report("write committed (registrar exited) -> answered by dnsd", after_write);
     Ok(())
-}
-
-fn answered(socket: &UdpSocket, dns: SocketAddr, name: &Name) -> anyhow::Result<bool> {
-    let mut query = Message::query();
-    query.add_query(Query::query(name.clone(), RecordType::A));
-    socket.send_to(&query.to_vec()?, dns)?;
-    let mut buf = [0u8; 1500];
-    let Ok(len) = socket.recv(&mut buf) else { return Ok(false) };
-    let reply = Message::from_vec(&buf[..len])?;
-    Ok(reply.metadata.id == query.metadata.id && !reply.answers.is_empty())
 }
