@@ -14,6 +14,9 @@ use crate::store::leases::{self, DEFAULT_TTL, LeaseTable};
 use crate::store::{Entry, View};
 /// How many CNAMEs one answer may chain (CoreDNS's maxCnameChainLength).
 const MAX_CHAIN: usize = 10;
+/// No DNS message holds more records of a section than this (16 bytes is the smallest record, an A with a
+/// compressed owner), so building more only costs time: a name with 10,000 targets stops here.
+const MAX_RECORDS: usize = 65_535 / 16;
 
 /// The sections of a response, before it is put on the wire.
 #[derive(Debug, Default)]
@@ -233,6 +236,9 @@ impl<'a> Resolver<'a> {
     fn addresses(&self, owner: &Name, lname: &str, rtype: RecordType, chain: &mut Vec<String>, out: &mut Vec<Record>) {
         let mut seen = HashSet::new();
         for entry in self.entries(lname, rtype) {
+            if out.len() >= MAX_RECORDS {
+                break;
+            }
             let ttl = self.ttl(entry);
             match host_of(entry) {
                 Host::V4(ip) if rtype == RecordType::A && seen.insert(IpAddr::V4(ip)) => {
@@ -288,6 +294,9 @@ impl<'a> Resolver<'a> {
     fn txt(&self, owner: &Name, lname: &str, chain: &mut Vec<String>, out: &mut Vec<Record>) {
         let mut seen = HashSet::new();
         for entry in self.entries(lname, RecordType::TXT) {
+            if out.len() >= MAX_RECORDS {
+                break;
+            }
             let ttl = self.ttl(entry);
             let text = &entry.service.text;
             if text.is_empty() {
@@ -314,6 +323,9 @@ impl<'a> Resolver<'a> {
         let mut seen_srv = HashSet::new();
         let mut seen_glue = HashSet::new();
         for entry in entries {
+            if answer.answers.len() >= MAX_RECORDS {
+                break;
+            }
             if entry.service.port == -1 {
                 continue;
             }
@@ -358,6 +370,9 @@ impl<'a> Resolver<'a> {
         seen: &mut HashSet<(String, IpAddr)>,
         out: &mut Vec<Record>,
     ) {
+        if out.len() >= MAX_RECORDS {
+            return;
+        }
         match *host {
             Host::V4(ip) if seen.insert((target.to_string(), IpAddr::V4(ip))) => {
                 out.push(Record::from_rdata(name, ttl, RData::A(A(ip))));
@@ -387,6 +402,9 @@ impl<'a> Resolver<'a> {
         let mut seen_mx = HashSet::new();
         let mut seen_glue = HashSet::new();
         for entry in self.entries(lname, RecordType::MX) {
+            if answer.answers.len() >= MAX_RECORDS {
+                break;
+            }
             if !entry.service.mail {
                 continue;
             }
