@@ -141,6 +141,8 @@ impl Zone {
 pub struct Catalog {
     /// Longest name first, so the first match is the most specific zone.
     zones: Vec<Zone>,
+    /// Each zone's key below the prefix, without the leading `/` (`local/prom`), in the order of `zones`.
+    zone_keys: Vec<String>,
     pub prefix: KeyPrefix,
 }
 
@@ -148,7 +150,19 @@ impl Catalog {
     pub fn new(mut zones: Vec<Zone>, prefix: KeyPrefix) -> Self {
         zones.sort_by(|a, b| b.name.len().cmp(&a.name.len()).then_with(|| a.name.cmp(&b.name)));
         zones.dedup_by(|a, b| a.name == b.name);
-        Self { zones, prefix }
+        let zone_keys = zones.iter().map(|z| z.name.rsplit('.').collect::<Vec<_>>().join("/")).collect();
+        Self { zones, zone_keys, prefix }
+    }
+
+    /// Whether `key` (as etcd holds it) names something inside one of the zones, and the name's part below
+    /// the prefix (`local/prom/node/a`): a check on the key itself, with nothing to allocate, for every key
+    /// a load or a watch brings.
+    pub fn relative_in_zones<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?;
+        let inside = |zone: &String| {
+            rest.strip_prefix(zone.as_str()).is_some_and(|tail| tail.is_empty() || tail.starts_with('/'))
+        };
+        self.zone_keys.iter().any(inside).then_some(rest)
     }
 
     pub fn zone_for(&self, lname: &str) -> Option<&Zone> {
@@ -187,5 +201,11 @@ mod tests {
         assert_eq!(catalog.zone_for("xprom.local").map(|z| z.name.as_str()), Some("local"));
         assert!(catalog.zone_for("example.org").is_none());
         assert!(catalog.zone_for("xlocal").is_none());
+        assert_eq!(catalog.relative_in_zones("/skydns/local/prom/node/a"), Some("local/prom/node/a"));
+        assert_eq!(catalog.relative_in_zones("/skydns/local/xprom"), Some("local/xprom"), "in local");
+        assert_eq!(catalog.relative_in_zones("/skydns/local"), Some("local"));
+        assert!(catalog.relative_in_zones("/skydns/localx/a").is_none());
+        assert!(catalog.relative_in_zones("/skydns/org/example").is_none());
+        assert!(catalog.relative_in_zones("/skydnsx/local").is_none());
     }
 }

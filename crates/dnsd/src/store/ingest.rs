@@ -41,8 +41,8 @@ impl<'a> From<&'a etcd_client::KeyValue> for KeyValue<'a> {
 #[derive(Debug, Error)]
 pub enum Skip {
     /// Another server's zone under the same path: not ours to answer, and not an error.
-    #[error("{0} is outside every zone dnsd serves")]
-    OutsideZones(String),
+    #[error("key is outside every zone dnsd serves")]
+    OutsideZones,
     #[error("key is not UTF-8")]
     KeyNotUtf8,
     #[error("key is not below the path")]
@@ -76,7 +76,7 @@ impl Ingest {
     pub fn entry(&mut self, kv: KeyValue<'_>) -> Option<Entry> {
         match self.check(kv) {
             Ok(entry) => Some(entry),
-            Err(Skip::OutsideZones(_)) => None,
+            Err(Skip::OutsideZones) => None,
             Err(problem) => {
                 self.report(kv, &problem);
                 None
@@ -86,23 +86,25 @@ impl Ingest {
 
     /// Whether the key may be in the view at all: a delete of any other key is ignored without a lookup.
     pub fn in_zones(&self, key: &[u8]) -> bool {
-        std::str::from_utf8(key)
-            .ok()
-            .and_then(|key| self.catalog.prefix.name_for_key(key))
-            .is_some_and(|name| self.catalog.zone_for(&name).is_some())
+        std::str::from_utf8(key).ok().and_then(|key| self.catalog.relative_in_zones(key)).is_some()
     }
 
     fn check(&self, kv: KeyValue<'_>) -> Result<Entry, Skip> {
         let key = std::str::from_utf8(kv.key).map_err(|_| Skip::KeyNotUtf8)?;
-        let name = self.catalog.prefix.name_for_key(key).ok_or(Skip::NotBelowPath)?;
         // Zones before anything costly: other servers' keys under the same path are common and cheap to skip.
-        if self.catalog.zone_for(&name).is_none() {
-            return Err(Skip::OutsideZones(name));
-        }
+        let Some(relative) = self.catalog.relative_in_zones(key) else {
+            return Err(if key.starts_with(self.catalog.prefix.as_str()) {
+                Skip::OutsideZones
+            } else {
+                Skip::NotBelowPath
+            });
+        };
         if kv.value.len() > MAX_VALUE_BYTES {
             return Err(Skip::TooLarge(kv.value.len()));
         }
-        check_name(&name).map_err(Skip::BadName)?;
+        // The name is the key's segments reversed and joined with dots, as many bytes: no need to build it to
+        // check its labels (a segment may hold dots, which make more labels of it, as in the name).
+        check_labels(relative, &['/', '.']).map_err(Skip::BadName)?;
         let service = Service::parse(kv.value)?;
         let host = service.host.trim_end_matches('.');
         if !host.is_empty() && host.parse::<IpAddr>().is_err() {
@@ -150,10 +152,15 @@ pub enum BadName {
 
 /// A name that fits in DNS: labels of 1-63 bytes without dots, spaces or control characters, 253 bytes in all.
 fn check_name(name: &str) -> Result<(), BadName> {
+    check_labels(name, &['.'])
+}
+
+/// [`check_name`] for labels separated by any of `separators`.
+fn check_labels(name: &str, separators: &[char]) -> Result<(), BadName> {
     if name.len() > 253 {
         return Err(BadName::TooLong(name.len()));
     }
-    for label in name.split('.') {
+    for label in name.split(separators) {
         if label.is_empty() || label.len() > 63 {
             return Err(BadName::LabelLength(label.chars().take(70).collect()));
         }

@@ -62,6 +62,13 @@ impl View {
         self.entries.get(key)
     }
 
+    /// The shared entries after `key` (from the first one when None), in key order: a reload walks them
+    /// beside the keys it reads, which come in the same order.
+    pub fn shared_after<'a>(&'a self, key: Option<&str>) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
+        let start: Bound<&str> = key.map_or(Bound::Unbounded, Bound::Excluded);
+        self.entries.range::<_, str>((start, Bound::Unbounded)).map(|(_, e)| e)
+    }
+
     /// Every entry, in key order.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
         self.entries.values().map(|e| e.as_ref())

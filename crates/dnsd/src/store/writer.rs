@@ -36,6 +36,8 @@ pub struct Load {
     view: View,
     names: HashMap<u64, u32>,
     leases: HashMap<i64, u32>,
+    /// The last key read, where the next page's walk over the answering view resumes.
+    last: Option<Arc<str>>,
 }
 
 impl Writer {
@@ -75,26 +77,30 @@ impl Writer {
 
     /// Starts a full load at `revision`.
     pub fn begin_load(&self, revision: i64) -> Load {
-        Load { view: View::new(revision), names: HashMap::new(), leases: HashMap::new() }
+        Load { view: View::new(revision), names: HashMap::new(), leases: HashMap::new(), last: None }
     }
 
     /// Adds one page of a full load. A value equal to the one already answered is shared with the current
     /// view rather than stored twice, so a reload of a million keys does not double the memory it needs.
     pub fn load_page<'a>(&mut self, load: &mut Load, kvs: impl IntoIterator<Item = KeyValue<'a>>) {
+        // etcd returns keys in order, as the view holds them: walk both side by side, no lookup per key.
+        let mut answering = self.view.shared_after(load.last.as_deref()).peekable();
         for kv in kvs {
             let Some(entry) = self.ingest.entry(kv) else { continue };
-            let entry = match self.view.get_shared(&entry.key) {
-                Some(old) if **old == entry => old.clone(),
+            while answering.next_if(|old| old.key < entry.key).is_some() {}
+            let entry = match answering.peek() {
+                Some(old) if ***old == entry => Arc::clone(old),
                 _ => Arc::new(entry),
             };
             count(&mut load.names, &mut load.leases, &self.hasher, &entry, 1);
+            load.last = Some(entry.key.clone());
             load.view.insert(entry);
         }
     }
 
     /// Publishes a finished load whole, in place of whatever was answered before.
     pub fn finish_load(&mut self, load: Load, took: Duration) {
-        let Load { mut view, names, leases } = load;
+        let Load { mut view, names, leases, last: _ } = load;
         for id in leases.keys().filter(|id| !self.leases.contains_key(id)) {
             self.store.leases.track(*id);
         }
