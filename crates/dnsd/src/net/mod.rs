@@ -40,7 +40,7 @@ impl Server {
     /// Answers one request from the current snapshot, counted and logged, without any cache.
     fn answer(&self, request: &[u8], transport: Transport, peer: SocketAddr) -> Option<Vec<u8>> {
         let started = Instant::now();
-        let view = self.store.snapshot();
+        let view = self.store.current();
         let reply = self.respond(&view, request, transport);
         let took = started.elapsed();
         self.queries.record(transport, reply.outcome, took);

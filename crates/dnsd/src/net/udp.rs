@@ -48,7 +48,7 @@ pub fn serve_udp(socket: std::net::UdpSocket, server: Arc<Server>, shutdown: Can
 /// A UDP answer through the loop's cache of encoded answers; what the cache cannot key takes the slow path.
 fn cached(server: &Server, cache: &mut AnswerCache, request: &[u8]) -> Option<Vec<u8>> {
     let started = Instant::now();
-    let view = server.store.snapshot();
+    let view = server.store.current();
     cache.refresh(&view, &server.store);
     let key = Key::of(request);
     if let Some(key) = &key
