@@ -70,7 +70,8 @@ pub async fn follow(etcd: EtcdArgs, store: Arc<Store>, shutdown: CancellationTok
                         tracing::warn!(%endpoints, error = %e, "cannot load from etcd yet; DNS waits for the first load")
                     }
                 }
-                if writer.is_loaded() {
+                // Only a session that got as far as watching was progress; a failed reconnect keeps backing off.
+                if store.health.was_watching() {
                     backoff = Duration::from_millis(100);
                 }
             }
