@@ -114,9 +114,22 @@ impl EtcdArgs {
 
     /// Resolves the endpoints and builds a client. The connection itself is made lazily by the first request.
     pub async fn connect(&self) -> Result<(Client, Vec<String>), EtcdError> {
+        self.connect_attempt(0).await
+    }
+
+    /// [`EtcdArgs::connect`] for attempt `attempt` (from 0) of a retry loop: the first attempt goes to every
+    /// endpoint at once, each later one to one endpoint in turn. A fresh client over several endpoints can
+    /// send its request to a member that refuses connections (a dead leader) again and again; trying them one
+    /// by one reaches a live member within as many attempts as there are endpoints. Returns every endpoint,
+    /// for messages.
+    pub async fn connect_attempt(&self, attempt: usize) -> Result<(Client, Vec<String>), EtcdError> {
         let endpoints = self.resolve_endpoints().await?;
         let options = self.connect_options()?;
-        let dialed: Vec<String> = endpoints.iter().map(|e| dialable(e)).collect();
+        let chosen: &[String] = match attempt {
+            0 => &endpoints,
+            n => std::slice::from_ref(&endpoints[(n - 1) % endpoints.len()]),
+        };
+        let dialed: Vec<String> = chosen.iter().map(|e| dialable(e)).collect();
         let client = Client::connect(&dialed, Some(options))
             .await
             .map_err(|source| EtcdError::Client { endpoints: endpoints.join(","), source })?;

@@ -92,10 +92,12 @@ impl Store {
         if let Some(domain) = &self.etcd.discovery_srv {
             endpoints = format!("SRV records of {domain}");
         }
+        let mut tries = 0;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
+            tries += 1;
             let attempt = async {
-                let (client, resolved) = match self.etcd.connect().await {
+                let (client, resolved) = match self.etcd.connect_attempt(tries - 1).await {
                     Ok(connected) => connected,
                     Err(e @ (EtcdError::ReadFile { .. } | EtcdError::CertWithoutKey | EtcdError::NoPassword(_))) => {
                         return Err(StoreError::Config(e));
