@@ -7,18 +7,6 @@ use anyhow::Context;
 use etcd_client::{Client, GetOptions};
 use promsd_common::{KeyPrefix, Service};
 
-/// The end of the key range holding every key that starts with `prefix` (etcd's WithPrefix).
-pub fn range_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
 /// Every key and value below `prefix`, read `page` keys at a time, every page at the first page's revision
 /// (one response is limited to 4 MiB by gRPC). Returns the pairs and that revision.
 pub async fn read_prefix(
@@ -26,7 +14,7 @@ pub async fn read_prefix(
     prefix: &str,
     page: i64,
 ) -> anyhow::Result<(Vec<(Vec<u8>, Vec<u8>)>, i64)> {
-    let end = range_end(prefix.as_bytes());
+    let end = promsd_common::etcd::range_end(prefix.as_bytes());
     let mut from = prefix.as_bytes().to_vec();
     let mut revision = 0;
     let mut kvs = Vec::new();

@@ -158,6 +158,18 @@ fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, EtcdError> {
     std::fs::read(path).map_err(|source| EtcdError::ReadFile { what, path: path.clone(), source })
 }
 
+/// The end of the key range holding every key that starts with `prefix` (etcd's WithPrefix).
+pub fn range_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // the empty prefix: every key
+}
+
 /// The innermost cause of an etcd error, which is what a person needs ("Connection refused"), instead of
 /// tonic's nested debug rendering.
 pub fn describe(error: &etcd_client::Error) -> String {

@@ -141,7 +141,7 @@ impl Zone {
 pub struct Catalog {
     /// Longest name first, so the first match is the most specific zone.
     zones: Vec<Zone>,
-    /// Each zone's key below the prefix, without the leading `/` (`local/prom`), in the order of `zones`.
+    /// Each zone's key (`/skydns/local/prom`), in the order of `zones`.
     zone_keys: Vec<String>,
     pub prefix: KeyPrefix,
 }
@@ -150,7 +150,7 @@ impl Catalog {
     pub fn new(mut zones: Vec<Zone>, prefix: KeyPrefix) -> Self {
         zones.sort_by(|a, b| b.name.len().cmp(&a.name.len()).then_with(|| a.name.cmp(&b.name)));
         zones.dedup_by(|a, b| a.name == b.name);
-        let zone_keys = zones.iter().map(|z| z.name.rsplit('.').collect::<Vec<_>>().join("/")).collect();
+        let zone_keys = zones.iter().map(|z| prefix.key_for_name(&z.name)).collect();
         Self { zones, zone_keys, prefix }
     }
 
@@ -158,11 +158,13 @@ impl Catalog {
     /// the prefix (`local/prom/node/a`): a check on the key itself, with nothing to allocate, for every key
     /// a load or a watch brings.
     pub fn relative_in_zones<'k>(&self, key: &'k str) -> Option<&'k str> {
-        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?;
         let inside = |zone: &String| {
-            rest.strip_prefix(zone.as_str()).is_some_and(|tail| tail.is_empty() || tail.starts_with('/'))
+            key.strip_prefix(zone.as_str()).is_some_and(|tail| tail.is_empty() || tail.starts_with('/'))
         };
-        self.zone_keys.iter().any(inside).then_some(rest)
+        if !self.zone_keys.iter().any(inside) {
+            return None;
+        }
+        key.strip_prefix(self.prefix.as_str())?.strip_prefix('/')
     }
 
     pub fn zone_for(&self, lname: &str) -> Option<&Zone> {

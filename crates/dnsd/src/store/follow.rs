@@ -59,7 +59,8 @@ pub async fn follow(etcd: EtcdArgs, store: Arc<Store>, shutdown: CancellationTok
         match etcd.connect().await {
             Ok((mut client, endpoints)) => {
                 let endpoints = endpoints.join(",");
-                let result = session(&mut client, &store, &mut writer, &mut reload, &shutdown).await;
+                let mut watched = false;
+                let result = session(&mut client, &store, &mut writer, &mut reload, &mut watched, &shutdown).await;
                 store.health.set_connected(false);
                 match result {
                     Ok(()) => return,
@@ -71,7 +72,7 @@ pub async fn follow(etcd: EtcdArgs, store: Arc<Store>, shutdown: CancellationTok
                     }
                 }
                 // Only a session that got as far as watching was progress; a failed reconnect keeps backing off.
-                if store.health.was_watching() {
+                if watched {
                     backoff = Duration::from_millis(100);
                 }
             }
@@ -91,6 +92,7 @@ async fn session(
     store: &Store,
     writer: &mut Writer,
     reload: &mut bool,
+    watched: &mut bool,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let prefix = store.catalog().prefix.range_prefix();
@@ -107,6 +109,7 @@ async fn session(
         let options = WatchOptions::new().with_prefix().with_start_revision(start).with_progress_notify();
         let mut watcher = client.watch_client().max_decoding_message_size(MAX_MESSAGE);
         let (mut requests, mut stream) = watcher.watch(prefix.as_str(), Some(options)).await?.split();
+        *watched = true;
         store.health.set_connected(true);
         store.health.mark_synced();
         let mut last_heard = Instant::now();
@@ -158,7 +161,7 @@ async fn session(
 /// Reads the whole prefix at one revision, page by page, parsing each page while the next one is read, and
 /// publishes the result as one snapshot.
 async fn load(kv: KvClient, prefix: &str, writer: &mut Writer, started: Instant) -> Result<(), SessionError> {
-    let end = range_end(prefix);
+    let end = promsd_common::etcd::range_end(prefix.as_bytes());
     let first = Page { from: prefix.as_bytes().to_vec(), end: end.clone(), revision: None, limit: FIRST_PAGE };
     let mut page = read_page(kv.clone(), first, prefix).await?;
     let revision = page.header().map(|h| h.revision()).unwrap_or_default();
@@ -203,16 +206,4 @@ async fn read_page(mut kv: KvClient, page: Page, prefix: &str) -> Result<GetResp
     Ok(tokio::time::timeout(LOAD_TIMEOUT, kv.get(page.from, Some(options)))
         .await
         .map_err(|_| SessionError::Timeout(prefix.to_string()))??)
-}
-
-/// The end of the key range holding every key that starts with `prefix` (etcd's WithPrefix).
-fn range_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0] // the empty prefix: every key
 }

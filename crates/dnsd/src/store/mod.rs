@@ -48,7 +48,6 @@ pub struct Health {
     /// How long the last full load took (read, parse, publish), in microseconds.
     last_load_micros: AtomicU64,
     connected: AtomicBool,
-    watched: AtomicBool,
     /// When etcd last confirmed the view is current (a watch message or progress notification).
     synced: Mutex<Option<Instant>>,
 }
@@ -60,15 +59,7 @@ impl Health {
     }
 
     pub fn set_connected(&self, connected: bool) {
-        if connected {
-            self.watched.store(true, Ordering::Relaxed);
-        }
         self.connected.store(connected, Ordering::Relaxed);
-    }
-
-    /// Whether a watch was established since the last call: what tells a reconnect from a failed attempt.
-    pub fn was_watching(&self) -> bool {
-        self.watched.swap(false, Ordering::Relaxed)
     }
 
     pub fn set_last_load(&self, took: Duration) {

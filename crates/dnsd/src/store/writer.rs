@@ -8,9 +8,9 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Store;
 use super::ingest::{Ingest, KeyValue};
 use super::view::{Entry, View};
-use super::{Health, Store};
 
 /// One etcd watch event.
 #[derive(Debug, Clone, Copy)]
@@ -51,10 +51,6 @@ impl Writer {
             hasher: RandomState::new(),
             leases: HashMap::new(),
         }
-    }
-
-    pub fn health(&self) -> &Health {
-        &self.store.health
     }
 
     /// Whether a view has been published (loaded at least once).

@@ -70,28 +70,21 @@ pub fn respond(request: &[u8], transport: Transport, resolver: &Resolver<'_>) ->
             None => PLAIN_UDP_PAYLOAD,
         },
     };
-    let (response, answered) = build(&request, resolver);
+    let (response, reuse) = build(&request, resolver);
     let rcode = response.metadata.response_code;
-    let encoded = encode(&response, usize::from(limit), transport);
+    let encoded = encode(response, usize::from(limit), transport);
     let outcome = Outcome { qtype, rcode: encoded.as_ref().map(|_| rcode) };
     match encoded {
         Some((bytes, serials)) => {
-            let reuse = serials.map(|serials| Reuse { reads: answered.reads, serials, timed: answered.timed });
+            let reuse = serials.map(|serials| Reuse { serials, ..reuse });
             Reply { bytes: Some(bytes), outcome, reuse }
         }
         None => Reply { bytes: None, outcome, reuse: None },
     }
 }
 
-/// What an answer depended on (see [`Reuse`]).
-#[derive(Debug, Default)]
-struct Answered {
-    reads: Vec<String>,
-    timed: bool,
-}
-
-/// The response to a parsed query, and what its answer depended on.
-fn build(request: &Message, resolver: &Resolver<'_>) -> (Message, Answered) {
+/// The response to a parsed query, and what its answer depended on (serials are found when it is encoded).
+fn build(request: &Message, resolver: &Resolver<'_>) -> (Message, Reuse) {
     let mut response = Message::new(request.metadata.id, MessageType::Response, request.metadata.op_code);
     response.metadata = Metadata::response_from_request(&request.metadata);
     response.add_queries(request.queries.iter().cloned());
@@ -102,20 +95,20 @@ fn build(request: &Message, resolver: &Resolver<'_>) -> (Message, Answered) {
         response.set_edns(edns);
         if req_edns.version() > 0 {
             response.metadata.response_code = ResponseCode::BADVERS;
-            return (response, Answered::default());
+            return (response, Reuse::default());
         }
     }
     if request.metadata.op_code != OpCode::Query {
         response.metadata.response_code = ResponseCode::NotImp;
-        return (response, Answered::default());
+        return (response, Reuse::default());
     }
     let [query] = request.queries.as_slice() else {
         response.metadata.response_code = ResponseCode::FormErr;
-        return (response, Answered::default());
+        return (response, Reuse::default());
     };
     if query.query_class() != DNSClass::IN {
         response.metadata.response_code = ResponseCode::Refused;
-        return (response, Answered::default());
+        return (response, Reuse::default());
     }
     let answer = resolver.resolve(query);
     response.metadata.response_code = answer.rcode;
@@ -123,39 +116,38 @@ fn build(request: &Message, resolver: &Resolver<'_>) -> (Message, Answered) {
     response.answers = answer.answers;
     response.authorities = answer.authorities;
     response.additionals = answer.additionals;
-    (response, Answered { reads: answer.reads, timed: answer.timed })
+    (response, Reuse { reads: answer.reads, serials: Vec::new(), timed: answer.timed })
 }
 
 /// Encodes the response within `limit` bytes: whole; else without the additional section (optional data);
 /// else over TCP as many answer records as fit with TC set (there is no larger transport to retry on), and
 /// over UDP an empty truncated answer that tells the client to retry over TCP. Returns the bytes and the
 /// offsets of SOA serials (None when they are unknown: hickory encoded it).
-fn encode(response: &Message, limit: usize, transport: Transport) -> Option<(Vec<u8>, Option<Vec<usize>>)> {
+fn encode(mut response: Message, limit: usize, transport: Transport) -> Option<(Vec<u8>, Option<Vec<usize>>)> {
     use encode::{EncodeError, Fit};
     let ours = |message: &Message, fit| encode::encode(message, limit, fit).map(|e| (e.bytes, Some(e.serials)));
-    match ours(response, Fit::Whole) {
+    match ours(&response, Fit::Whole) {
         Ok(encoded) => return Some(encoded),
         // Records this writer does not cover (none that dnsd answers with): hickory's encoder, whole or not.
         Err(EncodeError::Unsupported) => {
-            return response.to_vec().ok().filter(|b| b.len() <= limit && b[2] & 0x02 == 0).map(|b| (b, None));
+            let whole = |b: &Vec<u8>| b.len() <= limit && b.get(2).is_some_and(|flags| flags & 0x02 == 0);
+            return response.to_vec().ok().filter(whole).map(|b| (b, None));
         }
         Err(EncodeError::TooLarge) => {}
     }
-    let mut slim = response.clone();
-    if !slim.additionals.is_empty() {
-        slim.additionals.clear();
-        if let Ok(encoded) = ours(&slim, Fit::Whole) {
+    if !response.additionals.is_empty() {
+        response.additionals.clear();
+        if let Ok(encoded) = ours(&response, Fit::Whole) {
             return Some(encoded);
         }
     }
     if transport == Transport::Tcp {
-        return ours(&slim, Fit::Partial).ok();
+        return ours(&response, Fit::Partial).ok();
     }
-    let mut truncated = slim;
-    truncated.answers.clear();
-    truncated.authorities.clear();
-    truncated.metadata.truncation = true;
-    ours(&truncated, Fit::Whole).ok()
+    response.answers.clear();
+    response.authorities.clear();
+    response.metadata.truncation = true;
+    ours(&response, Fit::Whole).ok()
 }
 
 /// FORMERR for a message whose header can be read but whose body cannot; nothing for anything shorter or for
