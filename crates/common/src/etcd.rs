@@ -29,7 +29,8 @@ pub enum EtcdError {
 }
 
 /// etcd connection flags, shared by `registrar` and `dnsd`; each also read from the variable etcdctl uses.
-#[derive(Debug, Clone, Default, clap::Args)]
+/// `Debug` leaves the password out (also one given as `--user NAME:PASSWORD`).
+#[derive(Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct EtcdArgs {
     /// etcd client URLs, comma separated [default: http://127.0.0.1:2379]
     #[arg(long, env = "ETCDCTL_ENDPOINTS", value_delimiter = ',', value_name = "URLS")]
@@ -50,7 +51,7 @@ pub struct EtcdArgs {
     #[arg(long, env = "ETCDCTL_KEY", value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// etcd user, NAME or NAME:PASSWORD
-    #[arg(long, env = "ETCDCTL_USER", value_name = "NAME[:PASSWORD]")]
+    #[arg(long, env = "ETCDCTL_USER", value_name = "NAME[:PASSWORD]", hide_env_values = true)]
     pub user: Option<String>,
     /// Password for --user when it holds only the name
     #[arg(long, env = "ETCDCTL_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
@@ -58,6 +59,23 @@ pub struct EtcdArgs {
     /// How long one connection attempt to an endpoint may take
     #[arg(long, env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub dial_timeout: Duration,
+}
+
+impl std::fmt::Debug for EtcdArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let user = self.user.as_deref().map(|u| u.split_once(':').map_or(u, |(name, _)| name));
+        f.debug_struct("EtcdArgs")
+            .field("endpoints", &self.endpoints)
+            .field("discovery_srv", &self.discovery_srv)
+            .field("discovery_srv_name", &self.discovery_srv_name)
+            .field("cacert", &self.cacert)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("user", &user)
+            .field("password", &self.password.as_ref().map(|_| "<secret>"))
+            .field("dial_timeout", &self.dial_timeout)
+            .finish()
+    }
 }
 
 impl EtcdArgs {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use promsd_common::EtcdArgs;
 use promsd_common::duration::parse_duration;
+use promsd_registration::{Identity, Location, RecordValue, RegistrationError};
 
 /// Registers a host's exporters in etcd as SkyDNS records, for dnsd (or CoreDNS) and Prometheus dns_sd.
 #[derive(Debug, Parser)]
@@ -149,12 +150,19 @@ pub struct RunArgs {
     /// Serve /metrics (registrations, etcd errors, lease state) and /-/healthy on this address
     #[arg(long = "web.listen-address", value_name = "ADDR")]
     pub web_listen_address: Option<std::net::SocketAddr>,
+    /// TLS, client certificates and basic auth for that address, in exporter-toolkit's web configuration format
+    #[arg(long = "web.config.file", value_name = "FILE", requires = "web_listen_address")]
+    pub web_config_file: Option<std::path::PathBuf>,
     /// The exporter and its arguments
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
 impl LocationArgs {
+    pub fn location(&self) -> Result<Location, RegistrationError> {
+        Location::new(&self.path, self.base_path.as_deref(), self.zone.as_deref())
+    }
+
     /// The seed's `ETCD_ENDPOINT` names a discovery domain (a URL there is taken as an endpoint). It applies
     /// only when neither `--endpoints` nor `--discovery-srv` (nor their ETCDCTL_ variables) is set.
     pub fn apply_seed_endpoint(&mut self, etcd_endpoint: Option<String>) {
@@ -166,6 +174,25 @@ impl LocationArgs {
             self.etcd.endpoints = value.split(',').map(str::to_string).collect();
         } else {
             self.etcd.discovery_srv = Some(value);
+        }
+    }
+}
+
+impl IdentityArgs {
+    pub fn identity(&self) -> Identity {
+        Identity { service: self.service.clone(), instance: self.instance.clone() }
+    }
+}
+
+impl ValueArgs {
+    pub fn value(&self) -> RecordValue {
+        RecordValue {
+            address: self.address.clone(),
+            port: self.port,
+            priority: self.priority,
+            weight: self.weight,
+            ttl: self.ttl,
+            text: self.text.clone(),
         }
     }
 }

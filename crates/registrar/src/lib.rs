@@ -1,19 +1,26 @@
 //! registrar: writes SkyDNS records for a host's exporters into etcd and removes them again, either as
-//! one-shot `set` / `rm` (systemd ExecStartPre / ExecStopPost) or by supervising the exporter (`run`).
+//! one-shot `set` / `rm` (systemd ExecStartPre / ExecStopPost), by supervising the exporter (`run`), or for
+//! every exporter of the host behind one port (`agent`, in the promsd-agent crate). The work is done by
+//! promsd-registration; this crate is the command line over it.
+//!
+//! - [`cli`]: the flags (a contract with units and scripts), converted to the core's types.
+//! - [`list`]: `ls` output.
+//! - [`supervise`]: `run`, one exporter as a child process.
+//! - [`web`]: `run`'s status port.
 
-pub mod agent;
 pub mod cli;
 pub mod list;
-pub mod registration;
-pub mod run;
-pub mod status;
-pub mod store;
+pub mod supervise;
 pub mod web;
 
+use std::sync::Arc;
+
 use cli::{Cli, Command, Output};
-use registration::{Location, Registration, RegistrationError, key_for};
-use store::{Store, StoreError};
+use promsd_agent::AgentError;
+use promsd_registration::{Registration, RegistrationError, Status, Store, StoreError, key_for};
+use promsd_web::{WebConfigError, WebMetrics, WebSource};
 use thiserror::Error;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -21,30 +28,46 @@ pub enum Error {
     Registration(#[from] RegistrationError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error(transparent)]
+    WebConfig(#[from] WebConfigError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: std::net::SocketAddr, source: std::io::Error },
+    #[error("registrar run needs --port to tell when the exporter is up")]
+    NoPort,
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+async fn listen(address: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(address).await.map_err(|source| Error::Listen { address, source })
+}
+
+fn web_source(path: Option<&std::path::Path>) -> Result<Option<Arc<WebSource>>, Error> {
+    Ok(path.map(WebSource::load).transpose()?.map(Arc::new))
 }
 
 /// Carries out one command; returns the process exit code (`run` passes on the exporter's).
 pub async fn execute(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Set(args) => {
-            let location = Location::from_args(&args.location)?;
-            let registration = Registration::from_args(&location, &args.identity, &args.value)?;
+            let location = args.location.location()?;
+            let registration = Registration::new(&location, &args.identity.identity(), &args.value.value())?;
             let value = registration.service.to_json();
             Store::new(args.location.etcd, args.location.timeout).put(&registration.key, &value).await?;
             tracing::info!(key = %registration.key, %value, "registered");
             Ok(0)
         }
         Command::Rm(args) => {
-            let location = Location::from_args(&args.location)?;
-            let key = key_for(&location, &args.identity)?;
+            let location = args.location.location()?;
+            let key = key_for(&location, &args.identity.identity())?;
             let existed = Store::new(args.location.etcd, args.location.timeout).delete(&key).await?;
             tracing::info!(%key, existed, "deregistered");
             Ok(0)
         }
         Command::Ls(args) => {
-            let location = Location::from_args(&args.location)?;
+            let location = args.location.location()?;
             let base = match &args.service {
                 Some(service) => {
                     promsd_common::name::validate_name("service", service).map_err(RegistrationError::from)?;
@@ -61,44 +84,48 @@ pub async fn execute(cli: Cli) -> Result<i32, Error> {
             Ok(0)
         }
         Command::Agent(args) => {
-            let source = agent::ConfigSource { path: args.config.clone(), dirs: args.config_dirs.clone() };
-            let web = match &args.web_config_file {
-                Some(path) => Some(agent::server::WebSource::load(path).map_err(std::io::Error::other)?),
-                None => None,
-            };
-            let listener = tokio::net::TcpListener::bind(args.web_listen_address).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.web_listen_address))
-            })?;
-            let shutdown = tokio_util::sync::CancellationToken::new();
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                if let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-                {
-                    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-                }
-                stop.cancel();
-            });
-            agent::run(source, web, listener, shutdown).await?;
+            let source = promsd_agent::ConfigSource { path: args.config.clone(), dirs: args.config_dirs.clone() };
+            let web = web_source(args.web_config_file.as_deref())?;
+            let listener = listen(args.web_listen_address).await?;
+            promsd_agent::run(source, web, listener, shutdown_on_signal()).await?;
             Ok(0)
         }
         Command::Run(args) => {
-            let location = Location::from_args(&args.set.location)?;
-            let registration = Registration::from_args(&location, &args.set.identity, &args.set.value)?;
+            let location = args.set.location.location()?;
+            let registration = Registration::new(&location, &args.set.identity.identity(), &args.set.value.value())?;
             if registration.service.port == 0 {
-                return Err(Error::Io(std::io::Error::other(
-                    "registrar run needs --port to tell when the exporter is up",
-                )));
+                return Err(Error::NoPort);
             }
-            let status = std::sync::Arc::new(status::Status::default());
-            if let Some(addr) = args.web_listen_address {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-                tokio::spawn(web::serve(listener, status.clone()));
+            let status = Arc::new(Status::default());
+            if let Some(address) = args.web_listen_address {
+                let web = web_source(args.web_config_file.as_deref())?;
+                let listener = listen(address).await?;
+                let page = Arc::new(web::StatusPage { status: status.clone() });
+                // Serves until the process exits with the exporter.
+                tokio::spawn(promsd_web::serve(
+                    listener,
+                    web,
+                    page,
+                    Arc::new(WebMetrics::default()),
+                    CancellationToken::new(),
+                ));
             }
             let loc = args.set.location;
-            Ok(run::supervise(loc.etcd, loc.timeout, registration, args.lease_ttl, &args.command, status).await?)
+            Ok(supervise::supervise(loc.etcd, loc.timeout, registration, args.lease_ttl, &args.command, status).await?)
         }
     }
+}
+
+/// Cancelled on SIGTERM or SIGINT.
+fn shutdown_on_signal() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        }
+        stop.cancel();
+    });
+    shutdown
 }

@@ -3,8 +3,8 @@
 use promsd_common::Service;
 use serde::Serialize;
 
-use crate::registration::Location;
-use crate::store::Listed;
+use promsd_registration::Location;
+use promsd_registration::store::Listed;
 
 #[derive(Debug, Serialize)]
 pub struct Row {

@@ -24,12 +24,9 @@ pub enum ConfigError {
     ModuleName { path: PathBuf, source: NameError },
     #[error("{path}: module {module}: method {method:?} needs its own section")]
     NoSection { path: PathBuf, module: String, method: Method },
-    #[error("{path}: module {module}: scheme {scheme:?} must be http or https")]
-    Scheme { path: PathBuf, module: String, scheme: String },
-    #[error("{path}: module {module}: https needs tls_ca_file (or tls_insecure_skip_verify: true)")]
-    HttpsWithoutCa { path: PathBuf, module: String },
-    #[error("{path}: module {module}: tls_cert_file and tls_key_file go together")]
-    CertWithoutKey { path: PathBuf, module: String },
+    /// The module's TLS client cannot be built from its settings (a CA or key file that cannot be read).
+    #[error("{path}: module {module}: {source}")]
+    Tls { path: PathBuf, module: String, source: crate::backend::tls::TlsError },
     /// `dir` is the `--config.dirs` directory that defines `module` again.
     #[error("module {module} is defined twice (in {path} and {dir})")]
     Duplicate { module: String, path: PathBuf, dir: PathBuf },
@@ -68,14 +65,31 @@ pub struct EtcdSection {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub user: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
+}
+
+/// A credential from the configuration: usable, but never shown by `Debug` (logs, error messages).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     pub header: String,
-    pub value: String,
+    pub value: Secret,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -89,15 +103,93 @@ pub enum Method {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModuleConfig {
+    /// The file the module is defined in, for messages.
+    #[serde(skip)]
+    pub defined_in: PathBuf,
     pub method: Method,
     #[serde(default, deserialize_with = "optional_duration")]
     pub timeout: Option<Duration>,
     /// Check the output parses as Prometheus text or OpenMetrics before passing it on.
     #[serde(default = "yes")]
     pub verify: bool,
-    pub http: Option<HttpModule>,
+    pub http: Option<Http>,
     pub exec: Option<ExecModule>,
     pub file: Option<FileModule>,
+}
+
+/// What is wrong with an `http` section on its own. Raised while parsing, so the message names the module
+/// and its line (`modules.node: ... at line 4 column 5`).
+#[derive(Debug, Error)]
+pub enum HttpSettingError {
+    #[error("scheme {0:?} must be http or https")]
+    Scheme(String),
+    #[error("https needs tls_ca_file (or tls_insecure_skip_verify: true)")]
+    HttpsWithoutCa,
+    #[error("tls_cert_file and tls_key_file go together")]
+    CertWithoutKey,
+    /// TLS settings on a plain-http module would be silently ignored: the operator meant https.
+    #[error("{0} is set but scheme is http (set scheme: https, or remove it)")]
+    TlsWithoutHttps(&'static str),
+    #[error("header {name:?}: {reason}")]
+    Header { name: String, reason: &'static str },
+    #[error("path {0:?} must start with / (it may carry a ?query)")]
+    Path(String),
+}
+
+/// An `http` section that passed [`HttpSettingError`]'s checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "HttpModule")]
+pub struct Http(HttpModule);
+
+impl std::ops::Deref for Http {
+    type Target = HttpModule;
+    fn deref(&self) -> &HttpModule {
+        &self.0
+    }
+}
+
+impl TryFrom<HttpModule> for Http {
+    type Error = HttpSettingError;
+
+    fn try_from(http: HttpModule) -> Result<Self, HttpSettingError> {
+        if http.scheme != "http" && http.scheme != "https" {
+            return Err(HttpSettingError::Scheme(http.scheme));
+        }
+        if http.scheme == "https" && http.tls_ca_file.is_none() && !http.tls_insecure_skip_verify {
+            return Err(HttpSettingError::HttpsWithoutCa);
+        }
+        if http.tls_cert_file.is_some() != http.tls_key_file.is_some() {
+            return Err(HttpSettingError::CertWithoutKey);
+        }
+        if http.scheme == "http" {
+            let tls_settings = [
+                ("tls_ca_file", http.tls_ca_file.is_some()),
+                ("tls_cert_file", http.tls_cert_file.is_some()),
+                ("tls_key_file", http.tls_key_file.is_some()),
+                ("tls_insecure_skip_verify", http.tls_insecure_skip_verify),
+                ("server_name", http.server_name.is_some()),
+            ];
+            if let Some((setting, _)) = tls_settings.into_iter().find(|(_, set)| *set) {
+                return Err(HttpSettingError::TlsWithoutHttps(setting));
+            }
+        }
+        for (name, value) in &http.headers {
+            let reason = if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                Some("not a valid header name")
+            } else if hyper::header::HeaderValue::from_str(value).is_err() {
+                Some("not a valid header value")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(HttpSettingError::Header { name: name.clone(), reason });
+            }
+        }
+        if !http.path.starts_with('/') {
+            return Err(HttpSettingError::Path(http.path));
+        }
+        Ok(Self(http))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,7 +205,7 @@ pub struct HttpModule {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     pub basic_auth_username: Option<String>,
-    pub basic_auth_password: Option<String>,
+    pub basic_auth_password: Option<Secret>,
     /// For `scheme: https`: the CA that signs the exporter's certificate (else the system's store is not
     /// consulted: give one, or `tls_insecure_skip_verify`).
     pub tls_ca_file: Option<PathBuf>,
@@ -178,8 +270,9 @@ pub fn load_module_dir(dir: &Path) -> Result<Vec<(String, ModuleConfig)>, Config
             continue;
         }
         let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-        let module: ModuleConfig =
+        let mut module: ModuleConfig =
             serde_norway::from_str(&text).map_err(|source| ConfigError::Parse { path: path.clone(), source })?;
+        module.defined_in = path.clone();
         check_module(&path, stem, &module)?;
         modules.push((stem.to_string(), module));
     }
@@ -200,26 +293,16 @@ fn check_module(path: &Path, name: &str, module: &ModuleConfig) -> Result<(), Co
     if !section {
         return Err(ConfigError::NoSection { path, module: module_name, method: module.method });
     }
-    if let Some(http) = &module.http {
-        if http.scheme != "http" && http.scheme != "https" {
-            return Err(ConfigError::Scheme { path, module: module_name, scheme: http.scheme.clone() });
-        }
-        if http.scheme == "https" && http.tls_ca_file.is_none() && !http.tls_insecure_skip_verify {
-            return Err(ConfigError::HttpsWithoutCa { path, module: module_name });
-        }
-        if http.tls_cert_file.is_some() != http.tls_key_file.is_some() {
-            return Err(ConfigError::CertWithoutKey { path, module: module_name });
-        }
-    }
     Ok(())
 }
 
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let config: AgentConfig =
+        let mut config: AgentConfig =
             serde_norway::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
-        for (name, module) in &config.modules {
+        for (name, module) in &mut config.modules {
+            module.defined_in = path.to_path_buf();
             check_module(path, name, module)?;
         }
         Ok(config)
@@ -234,7 +317,7 @@ impl AgentConfig {
             cert: self.etcd.cert.clone(),
             key: self.etcd.key.clone(),
             user: self.etcd.user.clone(),
-            password: self.etcd.password.clone(),
+            password: self.etcd.password.as_ref().map(|p| p.expose().to_string()),
             dial_timeout: Duration::from_secs(2),
             ..EtcdArgs::default()
         }
@@ -282,20 +365,38 @@ mod tests {
 
     #[test]
     fn module_checks_name_the_file_and_module() {
+        let message = load("address: a\nmodules:\n  x:\n    method: exec\n").expect_err("no section").to_string();
+        assert!(message.ends_with("agent.yml: module x: method Exec needs its own section"), "{message}");
+    }
+
+    /// Checks of an http section name the module's path and the line, as an unknown key does.
+    #[test]
+    fn http_checks_name_the_module_and_line() {
         let http = |settings: &str| {
             format!("address: a\nmodules:\n  node:\n    method: http\n    http:\n      port: 1\n{settings}")
         };
         for (text, expected) in [
+            (http("      scheme: ftp\n"), "scheme \"ftp\" must be http or https"),
+            (http("      scheme: https\n"), "https needs tls_ca_file (or tls_insecure_skip_verify: true)"),
+            (http("      tls_cert_file: c.pem\n"), "tls_cert_file and tls_key_file go together"),
             (
-                "address: a\nmodules:\n  x:\n    method: exec\n".to_string(),
-                "module x: method Exec needs its own section",
+                http("      tls_ca_file: ca.pem\n"),
+                "tls_ca_file is set but scheme is http (set scheme: https, or remove it)",
             ),
-            (http("      scheme: ftp\n"), "module node: scheme \"ftp\" must be http or https"),
-            (http("      scheme: https\n"), "module node: https needs tls_ca_file (or tls_insecure_skip_verify: true)"),
-            (http("      tls_cert_file: c.pem\n"), "module node: tls_cert_file and tls_key_file go together"),
+            (
+                http("      tls_insecure_skip_verify: true\n"),
+                "tls_insecure_skip_verify is set but scheme is http (set scheme: https, or remove it)",
+            ),
+            (http("      headers:\n        \"bad name\": x\n"), "header \"bad name\": not a valid header name"),
+            (http("      path: metrics\n"), "path \"metrics\" must start with /"),
         ] {
             let message = load(&text).expect_err(expected).to_string();
-            assert!(message.ends_with(&format!("agent.yml: {expected}")), "{message}");
+            assert!(
+                message.contains("agent.yml: modules.node: ")
+                    && message.contains(expected)
+                    && message.contains("line 4"),
+                "{message}"
+            );
         }
     }
 }

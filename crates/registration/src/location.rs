@@ -1,13 +1,11 @@
-//! One registration: the etcd key of an exporter instance and the SkyDNS value stored there, built and
-//! checked from the flags before etcd is touched.
+//! Where a record lives and what it says: the etcd key of an exporter instance (zone, service, instance)
+//! and the SkyDNS value stored there, checked before etcd is touched.
 
 use std::net::IpAddr;
 
 use promsd_common::name::{NameError, validate_label, validate_name, validate_path};
 use promsd_common::{KeyPrefix, Service};
 use thiserror::Error;
-
-use crate::cli::{IdentityArgs, LocationArgs, ValueArgs};
 
 #[derive(Debug, Error)]
 pub enum RegistrationError {
@@ -29,10 +27,12 @@ pub struct Location {
 }
 
 impl Location {
-    pub fn from_args(args: &LocationArgs) -> Result<Self, RegistrationError> {
-        validate_path(&args.path)?;
-        let prefix = KeyPrefix::new(&args.path);
-        let base = match (&args.base_path, &args.zone) {
+    /// `path` is the prefix of all SkyDNS keys (`/skydns`); the zone's records are below `base_path` when
+    /// given, else below the key of `zone`.
+    pub fn new(path: &str, base_path: Option<&str>, zone: Option<&str>) -> Result<Self, RegistrationError> {
+        validate_path(path)?;
+        let prefix = KeyPrefix::new(path);
+        let base = match (base_path, zone) {
             (Some(base), _) => {
                 validate_path(base)?;
                 KeyPrefix::new(base).as_str().to_string()
@@ -65,6 +65,27 @@ impl Location {
     }
 }
 
+/// Which record: the service (below the zone) and the instance (below the service).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// e.g. node, or node.a for a shard.
+    pub service: String,
+    /// [default: the short host name]
+    pub instance: Option<String>,
+}
+
+/// What the record says; `None` leaves SkyDNS's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordValue {
+    /// An IP address or a host name.
+    pub address: String,
+    pub port: Option<u16>,
+    pub priority: Option<u16>,
+    pub weight: Option<u16>,
+    pub ttl: Option<u32>,
+    pub text: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Registration {
     pub key: String,
@@ -72,7 +93,7 @@ pub struct Registration {
 }
 
 /// The etcd key for an instance of a service.
-pub fn key_for(location: &Location, identity: &IdentityArgs) -> Result<String, RegistrationError> {
+pub fn key_for(location: &Location, identity: &Identity) -> Result<String, RegistrationError> {
     validate_name("service", &identity.service)?;
     let instance = match &identity.instance {
         Some(instance) => instance.clone(),
@@ -83,11 +104,8 @@ pub fn key_for(location: &Location, identity: &IdentityArgs) -> Result<String, R
 }
 
 impl Registration {
-    pub fn from_args(
-        location: &Location,
-        identity: &IdentityArgs,
-        value: &ValueArgs,
-    ) -> Result<Self, RegistrationError> {
+    /// The record of `identity` in `location`, checked before etcd is touched.
+    pub fn new(location: &Location, identity: &Identity, value: &RecordValue) -> Result<Self, RegistrationError> {
         let key = key_for(location, identity)?;
         let address = value.address.trim();
         if address.parse::<IpAddr>().is_err() && validate_name("address", address).is_err() {
@@ -121,14 +139,7 @@ mod tests {
     use super::*;
 
     fn location(zone: Option<&str>, base: Option<&str>) -> Result<Location, RegistrationError> {
-        let args = LocationArgs {
-            zone: zone.map(str::to_string),
-            path: "/skydns".into(),
-            base_path: base.map(str::to_string),
-            etcd: Default::default(),
-            timeout: std::time::Duration::from_secs(1),
-        };
-        Location::from_args(&args)
+        Location::new("/skydns", base, zone)
     }
 
     #[test]
@@ -137,7 +148,7 @@ mod tests {
         let by_base = location(None, Some("/skydns/local/prom/")).expect("location");
         assert_eq!(by_zone.base, "/skydns/local/prom");
         assert_eq!(by_base.base, "/skydns/local/prom");
-        let identity = IdentityArgs { service: "node.a".into(), instance: Some("Server01".into()) };
+        let identity = Identity { service: "node.a".into(), instance: Some("Server01".into()) };
         assert_eq!(key_for(&by_zone, &identity).expect("key"), "/skydns/local/prom/a/node/server01");
         assert_eq!(
             by_zone.split_key("/skydns/local/prom/a/node/server01"),
@@ -150,22 +161,15 @@ mod tests {
     #[test]
     fn rejects_bad_values_before_etcd() {
         let loc = location(Some("prom.local"), None).expect("location");
-        let identity = IdentityArgs { service: "node".into(), instance: Some("a".into()) };
-        let value = |address: &str| ValueArgs {
-            address: address.into(),
-            port: Some(9100),
-            priority: None,
-            weight: None,
-            ttl: None,
-            text: None,
-        };
-        assert!(Registration::from_args(&loc, &identity, &value("10.0.0.5")).is_ok());
-        assert!(Registration::from_args(&loc, &identity, &value("host.example")).is_ok());
+        let identity = Identity { service: "node".into(), instance: Some("a".into()) };
+        let value = |address: &str| RecordValue { address: address.into(), port: Some(9100), ..RecordValue::default() };
+        assert!(Registration::new(&loc, &identity, &value("10.0.0.5")).is_ok());
+        assert!(Registration::new(&loc, &identity, &value("host.example")).is_ok());
         assert!(matches!(
-            Registration::from_args(&loc, &identity, &value("10.0.0.5:9100")),
+            Registration::new(&loc, &identity, &value("10.0.0.5:9100")),
             Err(RegistrationError::Address(_))
         ));
-        let bad_instance = IdentityArgs { service: "node".into(), instance: Some("a.b".into()) };
-        assert!(Registration::from_args(&loc, &bad_instance, &value("10.0.0.5")).is_err());
+        let bad_instance = Identity { service: "node".into(), instance: Some("a.b".into()) };
+        assert!(Registration::new(&loc, &bad_instance, &value("10.0.0.5")).is_err());
     }
 }

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use etcd_client::{Client, GetOptions, PutOptions};
+use promsd_backoff::Backoff;
 use promsd_common::{EtcdArgs, EtcdError};
 use thiserror::Error;
 use tokio::time::Instant;
@@ -12,11 +13,23 @@ use tokio::time::Instant;
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("etcd unreachable at {endpoints} after {:.1}s: {last}", waited.as_secs_f64())]
-    Unreachable { endpoints: String, waited: Duration, last: String },
+    Unreachable { endpoints: String, waited: Duration, last: Transient },
     #[error("etcd at {endpoints} refused the request: {source}")]
     Refused { endpoints: String, source: etcd_client::Error },
     #[error(transparent)]
     Config(EtcdError),
+}
+
+/// Why the last attempt failed in a way another attempt may fix.
+#[derive(Debug, Error)]
+pub enum Transient {
+    #[error(transparent)]
+    Connect(EtcdError),
+    /// The innermost cause, which is what a person needs (see `promsd_common::etcd::describe`).
+    #[error("{}", promsd_common::etcd::describe(.0))]
+    Etcd(#[source] etcd_client::Error),
+    #[error("timed out")]
+    TimedOut,
 }
 
 /// One key-value as listed.
@@ -86,8 +99,8 @@ impl Store {
     {
         let start = Instant::now();
         let deadline = start + self.timeout;
-        let mut backoff = Duration::from_millis(100);
-        let mut last = String::new();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut last = None;
         let mut endpoints = self.etcd.endpoints.join(",");
         if let Some(domain) = &self.etcd.discovery_srv {
             endpoints = format!("SRV records of {domain}");
@@ -95,9 +108,8 @@ impl Store {
         let mut tries = 0;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            tries += 1;
             let attempt = async {
-                let (client, resolved) = match self.etcd.connect_attempt(tries - 1).await {
+                let (client, resolved) = match self.etcd.connect_attempt(tries).await {
                     Ok(connected) => connected,
                     Err(e @ (EtcdError::ReadFile { .. } | EtcdError::CertWithoutKey | EtcdError::NoPassword(_))) => {
                         return Err(StoreError::Config(e));
@@ -107,33 +119,37 @@ impl Store {
                     Err(EtcdError::Client { endpoints, source }) if is_permanent(&source) => {
                         return Err(StoreError::Refused { endpoints, source });
                     }
-                    Err(e) => return Ok(Err(e.to_string())),
+                    Err(e) => return Ok(Err(Transient::Connect(e))),
                 };
                 endpoints = resolved.join(",");
                 match op(client).await {
                     Ok(value) => Ok(Ok(value)),
                     Err(e) if is_permanent(&e) => Err(StoreError::Refused { endpoints: endpoints.clone(), source: e }),
-                    Err(e) => Ok(Err(promsd_common::etcd::describe(&e))),
+                    Err(e) => Ok(Err(Transient::Etcd(e))),
                 }
             };
             match tokio::time::timeout(remaining.max(Duration::from_millis(1)), attempt).await {
                 Ok(Ok(Ok(value))) => return Ok(value),
                 Ok(Err(fatal)) => return Err(fatal),
-                Ok(Ok(Err(transient))) => last = transient,
+                Ok(Ok(Err(transient))) => last = Some(transient),
                 // An attempt cut short by the deadline says less than the error before it, if there was one.
-                Err(_) if last.is_empty() => last = "timed out".to_string(),
-                Err(_) => {}
+                Err(_) => {
+                    last.get_or_insert(Transient::TimedOut);
+                }
             }
+            tries += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 if endpoints.is_empty() {
                     endpoints = promsd_common::etcd::DEFAULT_ENDPOINT.to_string();
                 }
+                let last = last.unwrap_or(Transient::TimedOut);
                 return Err(StoreError::Unreachable { endpoints, waited: start.elapsed(), last });
             }
-            tracing::debug!(error = %last, "etcd not reachable yet; retrying");
-            tokio::time::sleep(backoff.min(remaining)).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            if let Some(error) = &last {
+                tracing::debug!(%error, "etcd not reachable yet; retrying");
+            }
+            tokio::time::sleep(backoff.next_delay().min(remaining)).await;
         }
     }
 }

@@ -1,28 +1,25 @@
-//! `registrar run -- EXPORTER ARGS...`: supervise one exporter. It is registered once it accepts TCP
-//! connections on its port, kept registered (with an etcd lease kept alive, when asked) while it runs, and
-//! deregistered when it exits; signals sent to the registrar reach the exporter; the exit status is its own.
+//! Keeping one record true in etcd while its owner runs: written (under a lease, when asked), rewritten
+//! after etcd lost it, its lease kept alive across reconnects, and removed at the end. `registrar run`
+//! and the agent both hold their records through a [`Keeper`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use etcd_client::{Client, PutOptions};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use promsd_backoff::Backoff;
 use promsd_common::{EtcdArgs, EtcdError};
 use thiserror::Error;
-use tokio::process::{Child, Command};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::registration::Registration;
+use crate::Registration;
 use crate::status::Status;
 use crate::store::Store;
 
-const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long removing a record at the end may take; the caller's stop must not wait on a dead etcd.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why one attempt to keep a record registered ended; logged, then retried with backoff.
 #[derive(Debug, Error)]
@@ -42,111 +39,61 @@ enum KeepError {
     KeepaliveClosed,
 }
 
-/// The exit code a shell would report for `status`: the exporter's code, or 128 + the signal that killed it.
-pub fn exit_code(status: ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
-}
-
-/// Runs the exporter to completion and returns its exit code.
-pub async fn supervise(
-    etcd: EtcdArgs,
-    timeout: Duration,
+/// A record being kept, with what stops it.
+pub struct Keeper {
     registration: Registration,
-    lease_ttl: Option<Duration>,
-    command: &[String],
+    etcd: EtcdArgs,
     status: Arc<Status>,
-) -> std::io::Result<i32> {
-    let (program, args) = command.split_first().ok_or_else(|| std::io::Error::other("no command given"))?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut child = Command::new(program)
-        .args(args)
-        .spawn()
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start {program}: {e}")))?;
-    tracing::info!(command = %command.join(" "), pid = child.id().unwrap_or(0), "started exporter");
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
 
-    let probe = probe_address(&registration).await;
-    let stop_keeping = CancellationToken::new();
-    status.exporter_up.store(false, Ordering::Relaxed);
-    let mut keeper = None;
-    let mut probe_timer = tokio::time::interval(PROBE_INTERVAL);
-    let exit = loop {
-        tokio::select! {
-            exit = child.wait() => break exit?,
-            _ = term.recv() => forward(&child, Signal::SIGTERM),
-            _ = int.recv() => forward(&child, Signal::SIGINT),
-            _ = hup.recv() => forward(&child, Signal::SIGHUP),
-            _ = probe_timer.tick(), if keeper.is_none() => {
-                if accepts_connections(probe).await {
-                    status.exporter_up.store(true, Ordering::Relaxed);
-                    tracing::info!(%probe, "exporter accepts connections; registering");
-                    keeper = Some(tokio::spawn(keep_registered(
-                        etcd.clone(),
-                        registration.clone(),
-                        lease_ttl,
-                        status.clone(),
-                        stop_keeping.clone(),
-                    )));
-                }
-            }
-        }
-    };
-    status.exporter_up.store(false, Ordering::Relaxed);
-    let code = exit_code(exit);
-    tracing::info!(code, "exporter exited");
-    if let Some(keeper) = keeper {
-        stop_keeping.cancel();
-        let _ = keeper.await;
-        deregister(Store::new(etcd, timeout), &registration, status.lease.lock().ok().and_then(|l| *l)).await;
-        status.registered.store(false, Ordering::Relaxed);
+impl Keeper {
+    /// Starts keeping `registration` (under a lease of `lease_ttl`, when given), reporting into `status`.
+    pub fn start(etcd: EtcdArgs, registration: Registration, lease_ttl: Option<Duration>, status: Arc<Status>) -> Self {
+        let stop = CancellationToken::new();
+        let task =
+            tokio::spawn(keep_registered(etcd.clone(), registration.clone(), lease_ttl, status.clone(), stop.clone()));
+        Self { registration, etcd, status, stop, task }
     }
-    Ok(code)
-}
 
-fn forward(child: &Child, signal: Signal) {
-    if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
-        tracing::info!(%signal, pid, "forwarding signal to the exporter");
-        if let Err(e) = kill(Pid::from_raw(pid), signal) {
-            tracing::warn!(%signal, error = %e, "cannot signal the exporter");
-        }
+    pub fn registration(&self) -> &Registration {
+        &self.registration
     }
-}
 
-/// Where readiness is probed: the registered address (the loopback address when it is a wildcard).
-async fn probe_address(registration: &Registration) -> SocketAddr {
-    let port = u16::try_from(registration.service.port).unwrap_or(0);
-    let ip = match registration.service.host.parse::<IpAddr>() {
-        Ok(ip) if ip.is_unspecified() && ip.is_ipv4() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        Ok(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        Ok(ip) => ip,
-        Err(_) => match tokio::net::lookup_host((registration.service.host.as_str(), port)).await {
-            Ok(mut addrs) => addrs.next().map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            Err(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        },
-    };
-    SocketAddr::new(ip, port)
-}
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
 
-async fn accepts_connections(addr: SocketAddr) -> bool {
-    matches!(tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await, Ok(Ok(_)))
+    /// Stops keeping the record and removes it (revoking its lease), within `timeout`.
+    pub async fn release(self, timeout: Duration) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        let lease = self.status.lease.lock().ok().and_then(|l| *l);
+        deregister(Store::new(self.etcd, timeout), &self.registration, lease).await;
+        self.status.registered.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Writes the record and keeps it there until `stop`: retries while etcd is unreachable, and in lease mode
 /// keeps the lease alive, granting a new one and writing the record again whenever the old one is lost.
-pub(crate) async fn keep_registered(
+async fn keep_registered(
     etcd: EtcdArgs,
     registration: Registration,
     lease_ttl: Option<Duration>,
     status: Arc<Status>,
     stop: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    // Under a lease, retry well within its TTL so a short outage does not let it lapse.
+    let cap = lease_ttl.map(|ttl| (ttl / 3).clamp(FIRST_RETRY, MAX_BACKOFF)).unwrap_or(MAX_BACKOFF);
+    let mut backoff = Backoff::new(FIRST_RETRY, cap);
     let value = registration.service.to_json();
+    let mut attempts = 0;
     loop {
+        let writes_before = status.registrations.load(Ordering::Relaxed);
         let attempt = async {
-            let (mut client, endpoints) = etcd.connect().await?;
+            // After a failure, the next endpoint in turn: a dead member cannot take every attempt.
+            let (mut client, endpoints) = etcd.connect_attempt(attempts).await?;
             match lease_ttl {
                 None => {
                     call(Duration::from_secs(5), client.put(registration.key.as_str(), value.as_str(), None)).await?;
@@ -162,20 +109,19 @@ pub(crate) async fn keep_registered(
             _ = stop.cancelled() => return,
             result = attempt => result,
         };
-        match result {
-            Ok(()) => return,
-            Err(e) => {
-                status.etcd_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, retry_in = ?backoff, "cannot register in etcd; retrying")
-            }
+        attempts += 1;
+        let Err(e) = result else { return };
+        // A session that got the record written was progress: the next failure starts the backoff afresh.
+        if status.registrations.load(Ordering::Relaxed) != writes_before {
+            backoff.reset();
         }
+        status.etcd_errors.fetch_add(1, Ordering::Relaxed);
+        let delay = backoff.next_delay();
+        tracing::warn!(key = %registration.key, error = %e, retry_in = ?delay, "cannot register in etcd; retrying");
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
-        // Under a lease, retry well within its TTL so a short outage does not let it lapse.
-        let cap = lease_ttl.map(|ttl| (ttl / 3).clamp(Duration::from_millis(100), MAX_BACKOFF)).unwrap_or(MAX_BACKOFF);
-        backoff = (backoff * 2).min(cap);
     }
 }
 
@@ -257,7 +203,7 @@ async fn call<T>(
     }
 }
 
-pub(crate) async fn deregister(store: Store, registration: &Registration, lease: Option<i64>) {
+pub async fn deregister(store: Store, registration: &Registration, lease: Option<i64>) {
     if let Some(id) = lease {
         // Revoking deletes the key with it; a lease that already expired is fine.
         let revoked = store.revoke(id).await;

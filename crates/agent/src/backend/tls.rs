@@ -1,4 +1,5 @@
-//! TLS to an exporter that serves https itself (`scheme: https` in an http module).
+//! TLS to an exporter that serves https itself (`scheme: https` in an http module). Each module builds its
+//! own client configuration from its own settings, once per load of the configuration.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use thiserror::Error;
 use tokio_rustls::TlsConnector;
 
-use super::config::HttpModule;
+use crate::config::HttpModule;
 
 /// Why the TLS client for an https backend cannot be built; the scrape fails with it as a backend error.
 #[derive(Debug, Error)]
@@ -26,6 +27,14 @@ pub enum TlsError {
     CaCertificate(#[source] rustls::Error),
     #[error("{0}")]
     ClientCertificate(#[source] rustls::Error),
+    #[error("server_name {name:?}: {source}")]
+    ServerName { name: String, source: rustls::pki_types::InvalidDnsNameError },
+}
+
+/// The name the exporter's certificate is checked for: `server_name`, else the address.
+pub fn server_name(http: &HttpModule) -> Result<ServerName<'static>, TlsError> {
+    let name = http.server_name.clone().unwrap_or_else(|| http.address.clone());
+    ServerName::try_from(name.clone()).map_err(|source| TlsError::ServerName { name, source })
 }
 
 pub fn connector(http: &HttpModule) -> Result<TlsConnector, TlsError> {

@@ -1,0 +1,165 @@
+//! `registrar agent`: one port for all of a host's exporters. Serves each configured module at
+//! `/proxy?module=NAME` and registers every module in etcd as a SkyDNS record pointing at that port
+//! (service = module name), so Prometheus finds each module through dnsd and scrapes it through the proxy.
+//! Registrations are kept while the agent runs (with a lease, when configured) and removed when it stops.
+//!
+//! - [`config`]: the agent's file (and `--config.dirs`), parsed strictly in one place.
+//! - [`module`]: a loaded module with the backend built from its own settings, and one scrape of it.
+//! - [`backend`]: http (per-module TLS client and connections), exec and file backends.
+//! - [`exposition`]: the check that a backend's output is what Prometheus accepts.
+//! - [`proxy`]: the HTTP endpoints, served by promsd's one web stack.
+
+pub mod backend;
+pub mod config;
+pub mod exposition;
+pub mod module;
+pub mod proxy;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use promsd_common::Service;
+use promsd_registration::keeper::RELEASE_TIMEOUT;
+use promsd_registration::{Identity, Keeper, Location, Registration, RegistrationError, Status, key_for};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use config::{AgentConfig, ConfigError};
+use module::Loaded;
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Registration(#[from] RegistrationError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The records of every module: `<instance>.<module>.<zone>` -> this host's address and the proxy's port.
+pub fn registrations(config: &AgentConfig, port: u16) -> Result<Vec<Registration>, RegistrationError> {
+    let location = Location::new(&config.path, config.base_path.as_deref(), config.zone.as_deref())?;
+    config
+        .modules
+        .keys()
+        .map(|module| {
+            let identity = Identity { service: module.clone(), instance: config.instance.clone() };
+            let key = key_for(&location, &identity)?;
+            let service = Service { host: config.address.clone(), port: i64::from(port), ..Service::default() };
+            Ok(Registration { key, service })
+        })
+        .collect()
+}
+
+/// Where the configuration comes from, to read it again on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: std::path::PathBuf,
+    /// `--config.dirs`: one module per file, named after the file.
+    pub dirs: Vec<std::path::PathBuf>,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<AgentConfig, ConfigError> {
+        let mut config = AgentConfig::load(&self.path)?;
+        for dir in &self.dirs {
+            for (name, module) in config::load_module_dir(dir)? {
+                if config.modules.insert(name.clone(), module).is_some() {
+                    return Err(ConfigError::Duplicate { module: name, path: self.path.clone(), dir: dir.clone() });
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// The configuration with every module's backend built.
+    pub fn load_modules(&self) -> Result<Loaded, ConfigError> {
+        Loaded::new(self.load()?)
+    }
+}
+
+fn keep(etcd: &promsd_common::EtcdArgs, registration: Registration, config: &AgentConfig) -> Keeper {
+    Keeper::start(etcd.clone(), registration, config.lease_ttl, Arc::new(Status::default()))
+}
+
+/// Serves and registers until `shutdown`, then deregisters. SIGHUP reads the configuration again: the new
+/// module set (with backends built from its settings) answers the next request, scrapes in flight finish
+/// with the old one, and the registrations follow it. A configuration that cannot be loaded keeps the
+/// running one.
+pub async fn run(
+    source: ConfigSource,
+    web: Option<Arc<promsd_web::WebSource>>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let loaded = source.load_modules()?;
+    let port = listener.local_addr()?.port();
+    let mut etcd = loaded.config.etcd_args();
+    let mut kept: BTreeMap<String, Keeper> = BTreeMap::new();
+    for registration in registrations(&loaded.config, port)? {
+        kept.insert(registration.key.clone(), keep(&etcd, registration, &loaded.config));
+    }
+    tracing::info!(port, modules = kept.len(), "agent serving");
+    let web_metrics = Arc::new(promsd_web::WebMetrics::default());
+    let proxy = Arc::new(proxy::Proxy {
+        loaded: arc_swap::ArcSwap::from_pointee(loaded),
+        metrics: proxy::ProxyMetrics::default(),
+        web: web_metrics.clone(),
+    });
+    let server = tokio::spawn(promsd_web::serve(listener, web, proxy.clone(), web_metrics, shutdown.clone()));
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = hup.recv() => {}
+        }
+        let (loaded, wanted) = match source.load_modules().map_err(AgentError::from).and_then(|loaded| {
+            let wanted = registrations(&loaded.config, port)?;
+            Ok((loaded, wanted))
+        }) {
+            Ok(next) => next,
+            Err(error) => {
+                tracing::error!(%error, "cannot reload the configuration; keeping the running one");
+                continue;
+            }
+        };
+        let new_etcd = loaded.config.etcd_args();
+        // Keep what is unchanged; release what went or changed; start what is new.
+        let mut next = BTreeMap::new();
+        let mut gone = Vec::new();
+        for registration in wanted {
+            match kept.remove(&registration.key) {
+                Some(old) if old.registration().service == registration.service && new_etcd == etcd => {
+                    next.insert(registration.key.clone(), old);
+                }
+                Some(old) => {
+                    gone.push(old);
+                    next.insert(registration.key.clone(), keep(&new_etcd, registration, &loaded.config));
+                }
+                None => {
+                    next.insert(registration.key.clone(), keep(&new_etcd, registration, &loaded.config));
+                }
+            }
+        }
+        proxy.loaded.store(Arc::new(loaded));
+        gone.extend(std::mem::take(&mut kept).into_values());
+        release_all(gone).await;
+        kept = next;
+        etcd = new_etcd;
+        tracing::info!(modules = kept.len(), "configuration reloaded");
+    }
+    let _ = server.await;
+    release_all(kept.into_values().collect()).await;
+    Ok(())
+}
+
+/// Removes registrations concurrently, so stopping with etcd down takes one timeout, not one per module.
+async fn release_all(keepers: Vec<Keeper>) {
+    let mut releases = tokio::task::JoinSet::new();
+    for keeper in keepers {
+        releases.spawn(keeper.release(RELEASE_TIMEOUT));
+    }
+    while releases.join_next().await.is_some() {}
+}

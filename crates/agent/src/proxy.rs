@@ -1,0 +1,230 @@
+//! The agent's endpoints: `/proxy?module=NAME` (other parameters and the request's headers passed on, as
+//! exporter_exporter does), `/` (the modules, HTML or JSON), `/metrics` (its own). Only configured modules
+//! are reachable: the request never chooses a backend host, port, command, argument or file.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use promsd_web::Reply;
+use promsd_web::response::{self, text};
+
+use crate::backend::BackendError;
+use crate::backend::http::Forward;
+use crate::module::{Loaded, ScrapeError};
+
+/// Without a module timeout or Prometheus's header, a scrape may take this long.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+pub struct ProxyMetrics {
+    pub scrapes: AtomicU64,
+    pub errors: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub malformed: AtomicU64,
+    /// Requests refused for a missing or wrong token (basic auth refusals are the web stack's).
+    pub unauthorized: AtomicU64,
+}
+
+pub struct Proxy {
+    /// Swapped whole on SIGHUP; a scrape keeps the generation it started with.
+    pub loaded: arc_swap::ArcSwap<Loaded>,
+    pub metrics: ProxyMetrics,
+    pub web: Arc<promsd_web::WebMetrics>,
+}
+
+impl promsd_web::Handler for Proxy {
+    async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Reply {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return response::method_not_allowed();
+        }
+        let loaded = self.loaded.load_full();
+        if let Some(token) = &loaded.config.token {
+            let given = request.headers().get(token.header.as_str()).map(|v| v.as_bytes()).unwrap_or_default();
+            if !constant_time_eq(given, token.value.expose().as_bytes()) {
+                self.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+                return text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+            }
+        }
+        match request.uri().path() {
+            "/proxy" => self.scrape(&request, peer, &loaded).await,
+            "/metrics" => self.render_metrics(&loaded),
+            "/" => index(&request, &loaded),
+            _ => response::not_found(),
+        }
+    }
+}
+
+/// Compares secrets in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, byte) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
+    }
+    diff == 0
+}
+
+impl Proxy {
+    async fn scrape(&self, request: &Request<Incoming>, peer: SocketAddr, loaded: &Loaded) -> Reply {
+        let query = request.uri().query().unwrap_or_default();
+        // Decoded as exporter_exporter (Go's url.ParseQuery) decodes it; the first `module` names the module,
+        // everything else goes to the backend.
+        let mut module_name = None;
+        let mut params = Vec::new();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            if name == "module" && module_name.is_none() {
+                module_name = Some(value.into_owned());
+            } else {
+                params.push((name.into_owned(), value.into_owned()));
+            }
+        }
+        let Some(name) = module_name else { return text(StatusCode::BAD_REQUEST, "missing ?module=NAME\n") };
+        let Some(module) = loaded.modules.get(&name) else {
+            return text(StatusCode::NOT_FOUND, format!("unknown module {name:?}\n"));
+        };
+        // exporter_exporter appends `args=` to an exec module's command line; promsd never lets a request
+        // choose a command's arguments, and says so rather than dropping them silently.
+        if module.config.exec.is_some() && params.iter().any(|(n, _)| n == "args") {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("module {name}: exec modules take no args= from the request (configure exec.args)\n"),
+            );
+        }
+        let deadline = deadline(request, module.config.timeout);
+        self.metrics.scrapes.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let consumed: Vec<HeaderName> = loaded
+            .config
+            .token
+            .as_ref()
+            .and_then(|t| HeaderName::from_bytes(t.header.as_bytes()).ok())
+            .into_iter()
+            .collect();
+        let forward = Forward { params: &params, headers: request.headers(), peer: peer.ip(), consumed: &consumed };
+        match module.scrape(&forward, deadline).await {
+            Ok(scrape) => {
+                let mut response = Response::new(Full::new(scrape.body));
+                if let Ok(value) = HeaderValue::from_str(&scrape.content_type) {
+                    response.headers_mut().insert(CONTENT_TYPE, value);
+                }
+                if let Some(value) = scrape.content_encoding.and_then(|e| HeaderValue::from_str(&e).ok()) {
+                    response.headers_mut().insert(CONTENT_ENCODING, value);
+                }
+                response
+            }
+            Err(error) => {
+                let status = match &error {
+                    ScrapeError::Backend(BackendError::Timeout(_)) => {
+                        self.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
+                        StatusCode::GATEWAY_TIMEOUT
+                    }
+                    ScrapeError::Malformed(_) => {
+                        self.metrics.malformed.fetch_add(1, Ordering::Relaxed);
+                        StatusCode::BAD_GATEWAY
+                    }
+                    ScrapeError::Backend(_) => StatusCode::BAD_GATEWAY,
+                };
+                self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(module = %name, took = ?started.elapsed(), %error, "scrape failed");
+                text(status, format!("module {name}: {error}\n"))
+            }
+        }
+    }
+
+    fn render_metrics(&self, loaded: &Loaded) -> Reply {
+        let m = &self.metrics;
+        let mut out = String::new();
+        let unauthorized = m.unauthorized.load(Ordering::Relaxed) + self.web.unauthorized.load(Ordering::Relaxed);
+        for (name, help, value) in [
+            ("registrar_agent_scrapes_total", "Scrapes through the proxy.", m.scrapes.load(Ordering::Relaxed)),
+            (
+                "registrar_agent_scrape_errors_total",
+                "Scrapes that failed (502 or 504).",
+                m.errors.load(Ordering::Relaxed),
+            ),
+            (
+                "registrar_agent_scrape_timeouts_total",
+                "Scrapes that hit their deadline (504).",
+                m.timeouts.load(Ordering::Relaxed),
+            ),
+            (
+                "registrar_agent_malformed_content_total",
+                "Backend outputs that are not valid exposition format.",
+                m.malformed.load(Ordering::Relaxed),
+            ),
+            ("registrar_agent_unauthorized_total", "Requests refused for missing or wrong credentials.", unauthorized),
+        ] {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
+        }
+        out.push_str(&format!(
+            "# HELP registrar_agent_modules Modules configured.\n# TYPE registrar_agent_modules gauge\nregistrar_agent_modules {}\n",
+            loaded.modules.len()
+        ));
+        text(StatusCode::OK, out)
+    }
+}
+
+/// The module's timeout, shortened to Prometheus's scrape timeout (less a margin to answer in) when given.
+fn deadline(request: &Request<Incoming>, module_timeout: Option<Duration>) -> Duration {
+    let prometheus = request
+        .headers()
+        .get("X-Prometheus-Scrape-Timeout-Seconds")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| Duration::from_secs_f64((s - 0.5).max(s * 0.9).min(3600.0)));
+    match (module_timeout, prometheus) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) => a,
+        (None, Some(b)) => b,
+        (None, None) => DEFAULT_TIMEOUT,
+    }
+}
+
+/// The module list: names and methods only, never a module's settings (credentials, commands).
+fn index(request: &Request<Incoming>, loaded: &Loaded) -> Reply {
+    let wants_json =
+        request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
+    if wants_json {
+        let modules: serde_json::Map<String, serde_json::Value> = loaded
+            .modules
+            .iter()
+            .map(|(name, m)| {
+                (name.clone(), serde_json::json!({ "method": format!("{:?}", m.config.method).to_lowercase() }))
+            })
+            .collect();
+        return response::with_type(
+            StatusCode::OK,
+            "application/json",
+            Bytes::from(serde_json::Value::Object(modules).to_string()),
+        );
+    }
+    let links: String =
+        loaded.modules.keys().map(|name| format!("<li><a href=\"/proxy?module={name}\">{name}</a></li>")).collect();
+    response::with_type(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        format!(
+            "<!DOCTYPE html><html><head><title>registrar agent</title></head><body><h1>Modules</h1><ul>{links}</ul><p><a href=\"/metrics\">metrics</a></p></body></html>\n"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn compares_secrets() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cretx", b"s3cret"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

@@ -1,0 +1,14 @@
+//! The one HTTP stack of promsd: every port it opens (dnsd's web port, `registrar run`'s status port, the
+//! agent's proxy) is served by [`server::serve`] with exporter-toolkit's `--web.config.file`.
+//!
+//! - [`config`]: the web configuration file (TLS, client certificates, basic auth, response headers),
+//!   as strict as exporter-toolkit, read again when it changes.
+//! - [`server`]: accept loop, TLS handshake, the per-request credential check, headers, graceful shutdown.
+//! - [`response`]: the small replies every endpoint gives (text, 404, 405).
+
+pub mod config;
+pub mod response;
+pub mod server;
+
+pub use config::{Web, WebConfigError};
+pub use server::{Handler, Reply, WebMetrics, WebSource, serve};
