@@ -3,6 +3,7 @@
 mod agent;
 mod oneshot;
 mod supervise;
+mod webconfig;
 
 use std::process::{Command, Output};
 
