@@ -1,26 +1,98 @@
-//! dnsd's own metrics: lock-free counters on the query path, rendered in the Prometheus text format on
-//! `/metrics` with the view's state. Names follow Prometheus conventions (`_total`, `_seconds`).
+//! dnsd's own metrics, exposed on `/metrics` through `prometheus-client`.
+//!
+//! The query path records into plain atomic arrays ([`QueryMetrics::record`]: no lock, no lookup, no
+//! allocation), because prometheus-client's `Family` takes a lock per access. Those arrays and the view's
+//! state are read only at scrape time, by [`prometheus_client::collector::Collector`]s, so prometheus-client
+//! still writes every byte of the exposition. [`Format::negotiate`], [`encode`] and [`Format::content_type`]
+//! are the one exposition path, free of dnsd's types so other binaries can serve their registries the same way.
+//!
+//! Names follow Prometheus conventions and are those dnsd has always exported: counters are declared without
+//! `_total` (OpenMetrics' family name) and their samples carry it, e.g. `dnsd_queries_total`.
 
-use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 
 use crate::store::Store;
 use crate::wire::{Outcome, Transport};
 
+/// OpenMetrics 1.0 text, what Prometheus asks for first in its `Accept` header.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The Prometheus text format 0.0.4, for every other client.
+pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// The exposition formats, both written by prometheus-client from the same registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    /// The classic text format: what curl, `promtool check metrics` and older scrapers read. The sample
+    /// lines are the same as OpenMetrics'; counters' `# TYPE` lines name the `_total` sample.
+    Text,
+}
+
+impl Format {
+    /// OpenMetrics when the request's `Accept` header lists it (as Prometheus's does), else the text format:
+    /// the negotiation Prometheus's own client libraries do.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let wants_openmetrics = accept.is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                parts.next().is_some_and(|media| media.eq_ignore_ascii_case("application/openmetrics-text"))
+                    && !parts.any(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f64>().ok()) == Some(0.0))
+            })
+        });
+        if wants_openmetrics { Self::OpenMetrics } else { Self::Text }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => CONTENT_TYPE,
+            Self::Text => TEXT_CONTENT_TYPE,
+        }
+    }
+}
+
+/// The one exposition path: everything in `registry` in `format` (OpenMetrics ends in `# EOF`).
+pub fn encode(registry: &Registry, format: Format) -> Result<String, std::fmt::Error> {
+    let mut out = String::new();
+    match format {
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, registry)?,
+        Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, registry)?,
+    }
+    Ok(out)
+}
+
+/// Everything dnsd exports on `/metrics`. Cheap enough to build per scrape: it only holds the two pointers,
+/// and the collectors read the current values when encoded.
+pub fn registry(store: Arc<Store>, queries: Arc<QueryMetrics>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(queries));
+    registry.register_collector(Box::new(StoreCollector(store)));
+    registry
+}
+
+const TRANSPORTS: [&str; 2] = ["udp", "tcp"];
 const TYPES: [&str; 12] = ["A", "AAAA", "SRV", "TXT", "CNAME", "PTR", "MX", "NS", "SOA", "ANY", "other", "none"];
 const RCODES: [&str; 8] = ["NOERROR", "NXDOMAIN", "REFUSED", "FORMERR", "NOTIMP", "SERVFAIL", "BADVERS", "other"];
 /// Upper bounds of the request duration buckets, in seconds: answers from memory take microseconds.
 const BUCKETS: [f64; 12] = [5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 0.1, 1.0];
 
+#[derive(Debug)]
 pub struct QueryMetrics {
     /// [transport][type][rcode]
     queries: Vec<AtomicU64>,
     /// Queries that got no response (runts, responses, unencodable).
     dropped: AtomicU64,
+    /// Per bucket, not cumulative: one increment per request. Requests over the last bound only count.
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_nanos: AtomicU64,
@@ -29,7 +101,7 @@ pub struct QueryMetrics {
 impl Default for QueryMetrics {
     fn default() -> Self {
         Self {
-            queries: (0..2 * TYPES.len() * RCODES.len()).map(|_| AtomicU64::new(0)).collect(),
+            queries: (0..TRANSPORTS.len() * TYPES.len() * RCODES.len()).map(|_| AtomicU64::new(0)).collect(),
             dropped: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             count: AtomicU64::new(0),
@@ -69,6 +141,7 @@ fn rcode_index(rcode: ResponseCode) -> usize {
 }
 
 impl QueryMetrics {
+    /// On the query path: relaxed atomic increments only.
     pub fn record(&self, transport: Transport, outcome: Outcome, took: Duration) {
         match outcome.rcode {
             Some(rcode) => {
@@ -87,98 +160,188 @@ impl QueryMetrics {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
+}
 
-    fn render(&self, out: &mut String) {
-        out.push_str(
-            "# HELP dnsd_queries_total DNS queries answered, by transport, question type and response code.\n",
-        );
-        out.push_str("# TYPE dnsd_queries_total counter\n");
-        for (t, transport) in ["udp", "tcp"].iter().enumerate() {
+impl Collector for QueryMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "dnsd_queries",
+            "DNS queries answered, by transport, question type and response code.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (t, transport) in TRANSPORTS.iter().enumerate() {
             for (q, qtype) in TYPES.iter().enumerate() {
                 for (r, rcode) in RCODES.iter().enumerate() {
                     let value = self.queries[(t * TYPES.len() + q) * RCODES.len() + r].load(Ordering::Relaxed);
+                    // 192 combinations, most never seen: only those that happened are series.
                     if value > 0 {
-                        let _ = writeln!(
-                            out,
-                            "dnsd_queries_total{{transport=\"{transport}\",type=\"{qtype}\",rcode=\"{rcode}\"}} {value}"
-                        );
+                        let labels = [("transport", *transport), ("type", *qtype), ("rcode", *rcode)];
+                        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
                     }
                 }
             }
         }
-        metric(
-            out,
-            "dnsd_queries_dropped_total",
-            "counter",
+        counter(
+            &mut encoder,
+            "dnsd_queries_dropped",
             "Requests that got no response (runts, responses).",
             self.dropped.load(Ordering::Relaxed),
-        );
-        out.push_str(
-            "# HELP dnsd_request_duration_seconds Time from a request's arrival to its response being ready.\n",
-        );
-        out.push_str("# TYPE dnsd_request_duration_seconds histogram\n");
-        let mut cumulative = 0;
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "dnsd_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "dnsd_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+        )?;
+
+        // The loads are not one snapshot: a request recorded meanwhile may be in a bucket but not yet in
+        // the count. Deriving the overflow bucket from both keeps `+Inf` equal to `_count` and the buckets
+        // cumulative, as the format requires.
+        let mut buckets: Vec<(f64, u64)> =
+            BUCKETS.iter().zip(&self.buckets).map(|(bound, n)| (*bound, n.load(Ordering::Relaxed))).collect();
+        let bounded: u64 = buckets.iter().map(|(_, n)| n).sum();
+        let count = self.count.load(Ordering::Relaxed).max(bounded);
+        buckets.push((f64::INFINITY, count - bounded));
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "dnsd_request_duration_seconds_sum {sum}\ndnsd_request_duration_seconds_count {count}");
+        encoder
+            .encode_descriptor(
+                "dnsd_request_duration_seconds",
+                "Time from a request's arrival to its response being ready.",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 }
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+/// The view's state and how following etcd goes, read from the [`Store`] at scrape time.
+struct StoreCollector(Arc<Store>);
+
+impl std::fmt::Debug for StoreCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreCollector")
+    }
 }
 
-/// Everything on `/metrics`.
-pub fn render(store: &Store, queries: &QueryMetrics) -> String {
-    let view = store.snapshot();
-    let health = &store.health;
-    let mut out = String::new();
-    queries.render(&mut out);
-    let version = env!("CARGO_PKG_VERSION");
-    let _ = writeln!(
-        out,
-        "# HELP dnsd_build_info dnsd's version.\n# TYPE dnsd_build_info gauge\ndnsd_build_info{{version=\"{version}\"}} 1"
-    );
-    metric(
-        &mut out,
-        "dnsd_ready",
-        "gauge",
-        "Whether the first load from etcd has completed.",
-        u8::from(store.is_ready()),
-    );
-    metric(
-        &mut out,
-        "dnsd_etcd_connected",
-        "gauge",
-        "Whether a watch on etcd is established.",
-        u8::from(health.is_connected()),
-    );
-    let age = health.view_age().map(|a| format!("{:.3}", a.as_secs_f64())).unwrap_or_else(|| "NaN".into());
-    metric(&mut out, "dnsd_view_age_seconds", "gauge", "Seconds since etcd last confirmed the view is current.", age);
-    metric(&mut out, "dnsd_view_keys", "gauge", "SkyDNS keys (records) in the view answers come from.", view.len());
-    metric(&mut out, "dnsd_view_names", "gauge", "Names with records directly below them (services).", view.names);
-    metric(&mut out, "dnsd_view_revision", "gauge", "etcd revision the view reflects.", view.revision);
-    metric(&mut out, "dnsd_view_serial", "gauge", "SOA serial of the zones (rises with every change).", view.serial);
-    let load = format!("{:.6}", health.last_load().as_secs_f64());
-    metric(&mut out, "dnsd_last_load_duration_seconds", "gauge", "How long the last full load of the view took.", load);
-    metric(
-        &mut out,
-        "dnsd_resyncs_total",
-        "counter",
-        "Full reloads of the view after the first (after compaction).",
-        health.resyncs.load(Ordering::Relaxed),
-    );
-    metric(
-        &mut out,
-        "dnsd_malformed_entries_skipped_total",
-        "counter",
-        "Values skipped because they do not parse or do not fit in DNS.",
-        health.malformed_skipped(),
-    );
-    out
+impl Collector for StoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let store = &self.0;
+        let view = store.snapshot();
+        let health = &store.health;
+        let e = &mut encoder;
+        let labels = [("version", env!("CARGO_PKG_VERSION"))];
+        // A gauge, not OpenMetrics' info type: that would rename it to dnsd_build_info_info.
+        ConstGauge::new(1_i64).encode(
+            e.encode_descriptor("dnsd_build_info", "dnsd's version.", None, MetricType::Gauge)?
+                .encode_family(&labels)?,
+        )?;
+        gauge(e, "dnsd_ready", "Whether the first load from etcd has completed.", i64::from(store.is_ready()))?;
+        gauge(e, "dnsd_etcd_connected", "Whether a watch on etcd is established.", i64::from(health.is_connected()))?;
+        // NaN before the first load: there is no age yet, and 0 would read as "just confirmed".
+        let age = health.view_age().map_or(f64::NAN, |a| a.as_secs_f64());
+        gauge(e, "dnsd_view_age_seconds", "Seconds since etcd last confirmed the view is current.", age)?;
+        gauge(e, "dnsd_view_keys", "SkyDNS keys (records) in the view answers come from.", view.len())?;
+        gauge(e, "dnsd_view_names", "Names with records directly below them (services).", view.names)?;
+        gauge(e, "dnsd_view_revision", "etcd revision the view reflects.", view.revision)?;
+        gauge(e, "dnsd_view_serial", "SOA serial of the zones (rises with every change).", view.serial)?;
+        let load = health.last_load().as_secs_f64();
+        gauge(e, "dnsd_last_load_duration_seconds", "How long the last full load of the view took.", load)?;
+        counter(
+            e,
+            "dnsd_resyncs",
+            "Full reloads of the view after the first (after compaction).",
+            health.resyncs.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "dnsd_malformed_entries_skipped",
+            "Values skipped because they do not parse or do not fit in DNS.",
+            health.malformed_skipped(),
+        )
+    }
+}
+
+/// One unlabelled counter; `name` without `_total`, which the encoder appends to the sample.
+fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
+    ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+fn gauge<N>(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: N) -> Result<(), std::fmt::Error>
+where
+    N: prometheus_client::encoding::EncodeGaugeValue,
+{
+    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample lines, sorted, with `le` by value: the formats order histograms' lines and write bucket
+    /// bounds differently (text `5e-06` and `1`, OpenMetrics `0.000005` and `1.0`).
+    fn samples(body: &str) -> Vec<String> {
+        let mut samples: Vec<String> = body
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| match l.split_once("{le=\"").and_then(|(name, rest)| Some((name, rest.split_once('"')?))) {
+                Some((name, (le, rest))) => format!("{name}{{le={:?}{rest}", le.parse::<f64>().expect("a bound")),
+                None => l.to_owned(),
+            })
+            .collect();
+        samples.sort();
+        samples
+    }
+
+    fn queries_only(queries: QueryMetrics) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(queries));
+        let text = encode(&registry, Format::Text).expect("encode");
+        let openmetrics = encode(&registry, Format::OpenMetrics).expect("encode");
+        assert_eq!(samples(&text), samples(&openmetrics), "both formats have the same samples");
+        assert!(text.contains("# TYPE dnsd_queries_total counter\n"), "{text}");
+        openmetrics
+    }
+
+    #[test]
+    fn prometheus_gets_openmetrics_and_everyone_else_text() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;\
+                          q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("Application/OpenMetrics-Text")), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(None), Format::Text, "curl sends no Accept");
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
+        assert_eq!(Format::negotiate(Some("text/plain;version=0.0.4")), Format::Text);
+        assert_eq!(Format::negotiate(Some("application/openmetrics-text;q=0,text/plain")), Format::Text);
+        assert_eq!(Format::OpenMetrics.content_type(), "application/openmetrics-text; version=1.0.0; charset=utf-8");
+        assert_eq!(Format::Text.content_type(), "text/plain; version=0.0.4; charset=utf-8");
+    }
+
+    #[test]
+    fn counters_keep_their_total_names_and_labels() {
+        let queries = QueryMetrics::default();
+        let answered = Outcome { qtype: Some(RecordType::SRV), rcode: Some(ResponseCode::NoError) };
+        queries.record(Transport::Udp, answered, Duration::from_micros(3));
+        queries.record(Transport::Tcp, answered, Duration::from_micros(30));
+        queries.record(Transport::Udp, Outcome { qtype: None, rcode: None }, Duration::from_secs(2));
+        let body = queries_only(queries);
+        assert!(body.contains("\ndnsd_queries_total{transport=\"udp\",type=\"SRV\",rcode=\"NOERROR\"} 1\n"), "{body}");
+        assert!(body.contains("\ndnsd_queries_total{transport=\"tcp\",type=\"SRV\",rcode=\"NOERROR\"} 1\n"), "{body}");
+        assert!(body.contains("\ndnsd_queries_dropped_total 1\n"), "{body}");
+        assert!(body.contains("# TYPE dnsd_queries counter\n"), "{body}");
+        assert!(body.ends_with("# EOF\n"), "{body}");
+    }
+
+    #[test]
+    fn the_histogram_is_cumulative_and_ends_in_the_count() {
+        let queries = QueryMetrics::default();
+        let answered = Outcome { qtype: Some(RecordType::A), rcode: Some(ResponseCode::NoError) };
+        for took in [Duration::from_micros(3), Duration::from_micros(30), Duration::from_secs(2)] {
+            queries.record(Transport::Udp, answered, took);
+        }
+        let body = queries_only(queries);
+        let buckets: Vec<&str> =
+            body.lines().filter(|l| l.starts_with("dnsd_request_duration_seconds_bucket")).collect();
+        assert_eq!(buckets.len(), BUCKETS.len() + 1, "{body}");
+        assert_eq!(buckets.first().copied(), Some("dnsd_request_duration_seconds_bucket{le=\"0.000005\"} 1"), "{body}");
+        // The encoder writes bounds in canonical float form: the last one was `le="1"` before prometheus-client.
+        assert_eq!(buckets[BUCKETS.len() - 1], "dnsd_request_duration_seconds_bucket{le=\"1.0\"} 2", "{body}");
+        assert_eq!(buckets.last().copied(), Some("dnsd_request_duration_seconds_bucket{le=\"+Inf\"} 3"), "{body}");
+        assert!(body.contains("\ndnsd_request_duration_seconds_count 3\n"), "{body}");
+        assert!(body.contains("\ndnsd_request_duration_seconds_sum 2.000033\n"), "{body}");
+    }
 }

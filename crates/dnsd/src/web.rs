@@ -63,12 +63,19 @@ fn route(request: &Request<Incoming>, web: &Web) -> Response<Full<Bytes>> {
         "/ready" if store.is_ready() => text(StatusCode::OK, "OK".into()),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "waiting for the first load from etcd".into()),
         "/metrics" => {
-            let mut response = text(StatusCode::OK, crate::metrics::render(store, &web.queries));
-            response.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            response
+            let accept = request.headers().get(hyper::header::ACCEPT).and_then(|a| a.to_str().ok());
+            let format = crate::metrics::Format::negotiate(accept);
+            match crate::metrics::encode(&crate::metrics::registry(store.clone(), web.queries.clone()), format) {
+                Ok(body) => {
+                    let mut response = text(StatusCode::OK, body);
+                    response.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static(format.content_type()),
+                    );
+                    response
+                }
+                Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding the metrics failed\n".into()),
+            }
         }
         "/-/ready" if store.is_ready() => text(StatusCode::OK, "dnsd is Ready.\n".into()),
         "/-/ready" => {

@@ -1,13 +1,41 @@
 //! `/metrics`: query counters by transport, type and rcode, the duration histogram, and the view's state.
 
-use promsd_tests::{Etcd, http_get};
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use promsd_tests::Etcd;
 
 use crate::server::{Dnsd, ZONE, load_seed};
 
+/// The `Accept` header Prometheus (2.42) sends when it scrapes.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                                 version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// `/metrics` as Prometheus gets it.
 fn scrape(dnsd: &Dnsd) -> String {
-    let (status, body) = http_get(dnsd.web, "/metrics").expect("metrics");
-    assert_eq!(status, 200);
+    let (content_type, body) = scrape_as(dnsd, Some(PROMETHEUS_ACCEPT));
+    assert_eq!(content_type, "application/openmetrics-text; version=1.0.0; charset=utf-8");
     body
+}
+
+/// The response to a GET of `/metrics` with `accept` (None: no header, as curl sends it): its
+/// `Content-Type` and body.
+fn scrape_as(dnsd: &Dnsd, accept: Option<&str>) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect_timeout(&dnsd.web, Duration::from_secs(2)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {}\r\n{accept}Connection: close\r\n\r\n", dnsd.web).expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let content_type = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")))
+        .map(|(_, v)| v.trim().to_string())
+        .expect("a Content-Type");
+    (content_type, body.to_string())
 }
 
 fn value(body: &str, series: &str) -> Option<f64> {
@@ -44,11 +72,13 @@ fn queries_and_view_state_are_counted() {
     assert_eq!(count("dnsd_resyncs_total"), Some(0.0));
     assert!(count("dnsd_last_load_duration_seconds").is_some_and(|s| s > 0.0 && s < 10.0));
     assert_eq!(count("dnsd_malformed_entries_skipped_total"), Some(0.0));
-    // Every line is valid exposition: a comment or `name{labels} value`.
+    // Every line is valid exposition: a comment or `name{labels} value`, and OpenMetrics' closing `# EOF`.
+    assert!(body.ends_with("\n# EOF\n"), "{body}");
     for line in body.lines() {
         assert!(
             line.starts_with("# HELP ")
                 || line.starts_with("# TYPE ")
+                || line == "# EOF"
                 || line.rsplit_once(' ').is_some_and(|(_, v)| v.parse::<f64>().is_ok() || v == "NaN"),
             "{line}"
         );
@@ -72,11 +102,81 @@ fn the_dashboard_uses_real_metrics() {
             for word in
                 expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("dnsd_"))
             {
-                let family = word.trim_end_matches("_bucket");
-                assert!(exported.contains(&format!("# TYPE {family} ")), "{word} in {expr:?} is not exported");
+                // A sample name, as queries use them (OpenMetrics families drop `_total` and `_bucket`).
+                assert!(
+                    exported.lines().any(|l| l.strip_prefix(word).is_some_and(|r| r.starts_with([' ', '{']))),
+                    "{word} in {expr:?} is not exported"
+                );
                 used += 1;
             }
         }
     }
     assert!(used >= 10, "the dashboard shows dnsd's metrics ({used})");
+}
+
+/// Runs `/usr/bin/promtool args` on `body`: its exit code and what it printed.
+fn promtool(args: &[&str], body: &str) -> (Option<i32>, String) {
+    let mut promtool = Command::new("/usr/bin/promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/promtool runs (the Debian package prometheus has it)");
+    promtool.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("write to promtool");
+    let output = promtool.wait_with_output().expect("promtool finishes");
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), printed)
+}
+
+/// The sample lines without their values, sorted, with `le` by value: what series a body has. The formats
+/// order histograms' lines and write bucket bounds differently (text `5e-06` and `1`, OpenMetrics `0.000005`
+/// and `1.0`).
+fn series(body: &str) -> Vec<String> {
+    let mut series: Vec<String> = body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| s))
+        .map(|s| match s.strip_prefix("dnsd_request_duration_seconds_bucket{le=\"") {
+            Some(le) => format!("bucket {:?}", le.trim_end_matches("\"}").parse::<f64>().expect("a bound")),
+            None => s.to_owned(),
+        })
+        .collect();
+    series.sort();
+    series
+}
+
+/// dnsd's real `/metrics`, with queries counted and the histogram filled, passes `promtool check metrics`
+/// with no problem reported. promtool must be installed: a missing one fails the test, it does not skip it.
+///
+/// promtool (2.42 here) has no OpenMetrics mode and no flag for one: `check metrics` reads stdin with the
+/// Prometheus text (0.0.4) parser only. That parser takes OpenMetrics' `# EOF` as a comment, but files a
+/// counter's `dnsd_x_total` samples under an untyped family of that name, apart from the `dnsd_x` counter
+/// OpenMetrics declares, and then reports "dnsd_x_total no help text". So the lint runs on the text format,
+/// which dnsd serves to clients that do not ask for OpenMetrics (curl, `curl | promtool check metrics`),
+/// and the test checks that it has the very series of the OpenMetrics body Prometheus gets, and that
+/// promtool's only complaints about that body are those format mismatches.
+#[test]
+fn promtool_accepts_the_metrics() {
+    let etcd = Etcd::start();
+    load_seed(&etcd);
+    let dnsd = Dnsd::start(&etcd.endpoint, &[ZONE]);
+    for args in [&["SRV", "node.prom.local"][..], &["A", "missing.prom.local"], &["+tcp", "SRV", "node.prom.local"]] {
+        dnsd.dig(args);
+    }
+    let (content_type, text) = scrape_as(&dnsd, None);
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8", "curl gets the text format");
+    assert!(text.contains("\ndnsd_queries_total{"), "the query counters have samples: {text}");
+    assert!(text.contains("\ndnsd_request_duration_seconds_count 3\n"), "the histogram has samples: {text}");
+    assert!(text.contains("# TYPE dnsd_queries_total counter\n"), "{text}");
+    assert_eq!(promtool(&["check", "metrics"], &text), (Some(0), String::new()), "{text}");
+
+    let openmetrics = scrape(&dnsd);
+    assert_eq!(series(&openmetrics), series(&text), "both formats have the same series");
+    let (code, printed) = promtool(&["check", "metrics"], &openmetrics);
+    assert_eq!(code, Some(3), "promtool parses OpenMetrics and finds lint problems (1 is a parse error): {printed}");
+    for problem in printed.lines() {
+        let family = problem.strip_suffix("_total no help text").unwrap_or_else(|| panic!("{problem}"));
+        assert!(openmetrics.contains(&format!("\n# TYPE {family} counter\n")), "{problem}");
+    }
 }
