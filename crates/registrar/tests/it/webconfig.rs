@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use promsd_tests::{Etcd, Process, eventually, free_port, require};
-use registrar::agent::webconfig::Web;
+use promsd_web::Web;
 
 use crate::registrar;
 
