@@ -92,7 +92,7 @@ pub fn parse(text: &str, path: &Path) -> Result<FileSettings, CorefileError> {
         pos = next;
         let mut block_zones = Vec::new();
         for key in &keys {
-            let (zone, port) = server_key(&key.text).map_err(|m| err(key.line, m))?;
+            let (zone, port) = server_key(&key.text, key.line, &err)?;
             if let Some(port) = port {
                 match settings.port {
                     Some(existing) if existing != port => {
@@ -294,13 +294,18 @@ where
 }
 
 /// `prom.local`, `prom.local:1053`, `dns://prom.local:53`, `.:53` (the root zone: every name).
-fn server_key(key: &str) -> Result<(String, Option<u16>), String> {
+fn server_key<E>(key: &str, line: usize, err: &E) -> Result<(String, Option<u16>), CorefileError>
+where
+    E: Fn(usize, String) -> CorefileError,
+{
     let key = key.strip_prefix("dns://").unwrap_or(key);
     if key.contains("://") {
-        return Err(format!("server address {key:?}: only plain DNS (dns://) is supported by dnsd"));
+        return Err(err(line, format!("server address {key:?}: only plain DNS (dns://) is supported by dnsd")));
     }
     let (zone, port) = match key.rsplit_once(':') {
-        Some((zone, port)) => (zone, Some(port.parse::<u16>().map_err(|_| format!("invalid port in {key:?}"))?)),
+        Some((zone, port)) => {
+            (zone, Some(port.parse::<u16>().map_err(|_| err(line, format!("invalid port in {key:?}")))?))
+        }
         None => (key, None),
     };
     let zone = zone.trim_end_matches('.');

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use promsd_accept::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
@@ -18,30 +18,17 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_TCP_CONNECTIONS: usize = 1024;
 
 pub async fn serve_tcp(listener: TcpListener, server: Arc<Server>, shutdown: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else { return };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "tcp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let limits = Limits { max_connections: MAX_TCP_CONNECTIONS, grace: Duration::from_secs(1) };
+    promsd_accept::run("dns tcp", listener, limits, shutdown, move |stream, peer, shutdown| {
         let server = server.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = connection(stream, peer, &server) => {}
             }
-            drop(permit);
-        });
-    }
+        }
+    })
+    .await;
 }
 
 /// Serves length-prefixed queries on one connection, one after another, until it closes or idles out.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, GetResponse, KvClient, WatchOptions};
+use promsd_backoff::Backoff;
 use promsd_common::EtcdArgs;
 use thiserror::Error;
 use tokio::time::Instant;
@@ -17,6 +18,7 @@ use super::ingest::KeyValue;
 use super::writer::{Event, Writer};
 
 const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// After this long without a message, ask etcd for a progress notification...
 const PROGRESS_AFTER: Duration = Duration::from_secs(5);
@@ -54,35 +56,46 @@ pub async fn follow(etcd: EtcdArgs, store: Arc<Store>, shutdown: CancellationTok
     let mut writer = Writer::new(store.clone());
     // Reload when there is no view yet, or after the watch's revision was compacted away.
     let mut reload = true;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(FIRST_RETRY, MAX_BACKOFF);
+    let mut attempts = 0;
     while !shutdown.is_cancelled() {
-        match etcd.connect().await {
+        // After a failure, the next endpoint in turn: a dead member cannot take every attempt.
+        match etcd.connect_attempt(attempts).await {
             Ok((mut client, endpoints)) => {
                 let endpoints = endpoints.join(",");
                 let mut watched = false;
                 let result = session(&mut client, &store, &mut writer, &mut reload, &mut watched, &shutdown).await;
                 store.health.set_connected(false);
-                match result {
-                    Ok(()) => return,
-                    Err(e) if writer.is_loaded() => {
-                        tracing::warn!(%endpoints, error = %e, "etcd watch interrupted; answering from the last known view")
-                    }
-                    Err(e) => {
-                        tracing::warn!(%endpoints, error = %e, "cannot load from etcd yet; DNS waits for the first load")
-                    }
-                }
                 // Only a session that got as far as watching was progress; a failed reconnect keeps backing off.
                 if watched {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                 }
+                let retry_in = backoff.next_delay();
+                match result {
+                    Ok(()) => return,
+                    Err(error) if writer.is_loaded() => {
+                        tracing::warn!(%endpoints, %error, ?retry_in, "etcd watch interrupted; answering from the last known view")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%endpoints, %error, ?retry_in, "cannot load from etcd yet; DNS waits for the first load")
+                    }
+                }
+                wait(retry_in, &shutdown).await;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot connect to etcd"),
+            Err(error) => {
+                let retry_in = backoff.next_delay();
+                tracing::warn!(%error, ?retry_in, "cannot connect to etcd");
+                wait(retry_in, &shutdown).await;
+            }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        attempts += 1;
+    }
+}
+
+async fn wait(delay: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(delay) => {}
     }
 }
 
