@@ -9,7 +9,7 @@ use promsd_tests::{Etcd, Process, eventually, free_port, require};
 
 use crate::registrar;
 
-fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+pub(crate) fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut curl = Command::new("curl");
     curl.args(["-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10"]);
     for (name, value) in headers {
@@ -31,7 +31,7 @@ fn up_file_config(etcd: &Etcd, path: &std::path::Path) -> String {
 }
 
 /// A real node exporter (load average only) on a free port, with `extra` flags.
-fn node_exporter(dir: &std::path::Path, extra: &[&str]) -> (Process, u16) {
+pub(crate) fn node_exporter(dir: &std::path::Path, extra: &[&str]) -> (Process, u16) {
     require("prometheus-node-exporter");
     let port = free_port();
     let mut exporter = Command::new("prometheus-node-exporter");
@@ -40,12 +40,16 @@ fn node_exporter(dir: &std::path::Path, extra: &[&str]) -> (Process, u16) {
     (Process::spawn("node", exporter, &dir.join("node.log")), port)
 }
 
-fn start_agent(dir: &std::path::Path, config: &str) -> (Process, SocketAddr) {
+pub(crate) fn start_agent(dir: &std::path::Path, config: &str) -> (Process, SocketAddr) {
     start_agent_with(dir, config, &[])
 }
 
 /// Writes `config` as DIR/agent.yml and starts the agent on a free port with `extra` flags.
-fn start_agent_with(dir: &std::path::Path, config: &str, extra: &[&std::ffi::OsStr]) -> (Process, SocketAddr) {
+pub(crate) fn start_agent_with(
+    dir: &std::path::Path,
+    config: &str,
+    extra: &[&std::ffi::OsStr],
+) -> (Process, SocketAddr) {
     let path = dir.join("agent.yml");
     std::fs::write(&path, config).expect("write config");
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -181,10 +185,10 @@ fn a_bad_config_names_the_file_and_line() {
 }
 
 /// bcrypt of "s3cret" (cost 6), as `htpasswd -nbB` would write it.
-const S3CRET_HASH: &str = "$2b$06$BwgOp0jG/QPWrr.VFBZb5uQEWELPNFrfSvzGSdBR1Mmhfl4SSbQ0a";
+pub(crate) const S3CRET_HASH: &str = "$2b$06$BwgOp0jG/QPWrr.VFBZb5uQEWELPNFrfSvzGSdBR1Mmhfl4SSbQ0a";
 
 /// curl over TLS: (status, body, response headers); status 0 when no HTTP response came back.
-fn curl_tls(dir: &std::path::Path, url: &str, extra: &[&str]) -> (u16, String, String) {
+pub(crate) fn curl_tls(dir: &std::path::Path, url: &str, extra: &[&str]) -> (u16, String, String) {
     let headers = dir.join("headers.txt");
     let out = Command::new("curl")
         .args(["-s", "--max-time", "10", "-D"])
