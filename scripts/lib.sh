@@ -78,7 +78,8 @@ give_back() {
 PACKAGES=(
     cc:gcc protoc:protobuf-compiler /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev
     etcd:etcd-server etcdctl:etcd-client dig:bind9-dnsutils prometheus:prometheus
-    prometheus-node-exporter:prometheus-node-exporter curl:curl ip:iproute2 unshare:util-linux
+    prometheus-node-exporter:prometheus-node-exporter prometheus-exporter-exporter:prometheus-exporter-exporter
+    curl:curl ip:iproute2 unshare:util-linux
     nsenter:util-linux setpriv:util-linux script:bsdutils shellcheck:shellcheck systemd-analyze:systemd pgrep:procps ps:procps openssl:openssl jq:jq
 )
 

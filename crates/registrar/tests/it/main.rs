@@ -3,6 +3,7 @@
 mod agent;
 mod isolation;
 mod oneshot;
+mod parity;
 mod supervise;
 mod webconfig;
 
