@@ -178,3 +178,73 @@ async fn http<I, H>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    struct Hello;
+
+    impl Handler for Hello {
+        async fn handle(&self, _request: Request<Incoming>, _peer: SocketAddr) -> Reply {
+            response::text(StatusCode::OK, "hello\n")
+        }
+    }
+
+    fn users(path: &Path, user: &str) {
+        let hash = bcrypt::hash("pw", 4).expect("bcrypt");
+        std::fs::write(path, format!("basic_auth_users:\n  {user}: {hash}\n")).expect("write web config");
+    }
+
+    /// Sends one keep-alive request on `stream` and returns the status code.
+    fn request(stream: &mut std::net::TcpStream, user: &str) -> u16 {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:pw"));
+        write!(stream, "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {token}\r\n\r\n").expect("send");
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        // Headers, then the body whose length they give.
+        while !reply.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).expect("read");
+            reply.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&reply).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).expect("body");
+        head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    }
+
+    /// A user removed from the file loses access at once, also on a keep-alive connection opened before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn credentials_are_checked_per_request_not_per_connection() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("web.yml");
+        users(&path, "alice");
+        let source = Arc::new(WebSource::load(&path).expect("web config"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let metrics = Arc::new(WebMetrics::default());
+        let server = tokio::spawn(serve(listener, Some(source), Arc::new(Hello), metrics.clone(), shutdown.clone()));
+        let statuses = tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+            stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            let before = (request(&mut stream, "alice"), request(&mut stream, "bob"));
+            users(&path, "bob-the-new-user");
+            let after = (request(&mut stream, "alice"), request(&mut stream, "bob-the-new-user"));
+            (before, after)
+        })
+        .await
+        .expect("client");
+        assert_eq!(statuses, ((200, 401), (401, 200)), "(alice, bob) before and after alice was removed");
+        assert_eq!(metrics.unauthorized.load(Ordering::Relaxed), 2);
+        shutdown.cancel();
+        server.await.expect("server stops");
+    }
+}
