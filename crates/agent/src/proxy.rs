@@ -12,7 +12,11 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
 use promsd_web::Reply;
+use promsd_web::metrics::{WebCollector, counter, gauge};
 use promsd_web::response::{self, text};
 
 use crate::backend::BackendError;
@@ -54,7 +58,7 @@ impl promsd_web::Handler for Proxy {
         }
         match request.uri().path() {
             "/proxy" => self.scrape(&request, peer, &loaded).await,
-            "/metrics" => self.render_metrics(&loaded),
+            "/metrics" => self.render_metrics(&request, &loaded),
             "/" => index(&request, &loaded),
             _ => response::not_found(),
         }
@@ -137,36 +141,62 @@ impl Proxy {
         }
     }
 
-    fn render_metrics(&self, loaded: &Loaded) -> Reply {
+    fn render_metrics(&self, request: &Request<Incoming>, loaded: &Loaded) -> Reply {
         let m = &self.metrics;
-        let mut out = String::new();
-        let unauthorized = m.unauthorized.load(Ordering::Relaxed) + self.web.unauthorized.load(Ordering::Relaxed);
-        for (name, help, value) in [
-            ("registrar_agent_scrapes_total", "Scrapes through the proxy.", m.scrapes.load(Ordering::Relaxed)),
-            (
-                "registrar_agent_scrape_errors_total",
-                "Scrapes that failed (502 or 504).",
-                m.errors.load(Ordering::Relaxed),
-            ),
-            (
-                "registrar_agent_scrape_timeouts_total",
-                "Scrapes that hit their deadline (504).",
-                m.timeouts.load(Ordering::Relaxed),
-            ),
-            (
-                "registrar_agent_malformed_content_total",
-                "Backend outputs that are not valid exposition format.",
-                m.malformed.load(Ordering::Relaxed),
-            ),
-            ("registrar_agent_unauthorized_total", "Requests refused for missing or wrong credentials.", unauthorized),
-        ] {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
-        }
-        out.push_str(&format!(
-            "# HELP registrar_agent_modules Modules configured.\n# TYPE registrar_agent_modules gauge\nregistrar_agent_modules {}\n",
-            loaded.modules.len()
-        ));
-        text(StatusCode::OK, out)
+        let counts = AgentCounts {
+            scrapes: m.scrapes.load(Ordering::Relaxed),
+            errors: m.errors.load(Ordering::Relaxed),
+            timeouts: m.timeouts.load(Ordering::Relaxed),
+            malformed: m.malformed.load(Ordering::Relaxed),
+            unauthorized: m.unauthorized.load(Ordering::Relaxed),
+            modules: loaded.modules.len(),
+        };
+        promsd_web::metrics::reply(&agent_registry(counts, self.web.clone()), request.headers())
+    }
+}
+
+/// The proxy's counters and the module count, read once per scrape.
+#[derive(Debug, Clone, Copy, Default)]
+struct AgentCounts {
+    scrapes: u64,
+    errors: u64,
+    timeouts: u64,
+    malformed: u64,
+    unauthorized: u64,
+    modules: usize,
+}
+
+/// Everything the agent exports: its own metrics (names unchanged) and the web stack's
+/// `registrar_agent_web_*_total`.
+fn agent_registry(counts: AgentCounts, web: Arc<promsd_web::WebMetrics>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(AgentCollector { counts, web: web.clone() }));
+    registry.register_collector(Box::new(WebCollector::new("registrar_agent", web)));
+    registry
+}
+
+#[derive(Debug)]
+struct AgentCollector {
+    counts: AgentCounts,
+    web: Arc<promsd_web::WebMetrics>,
+}
+
+impl Collector for AgentCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (c, e) = (&self.counts, &mut encoder);
+        // Token refusals and the web stack's basic-auth ones, as the agent has always counted them.
+        let unauthorized = c.unauthorized + self.web.unauthorized.load(Ordering::Relaxed);
+        counter(e, "registrar_agent_scrapes", "Scrapes through the proxy.", c.scrapes)?;
+        counter(e, "registrar_agent_scrape_errors", "Scrapes that failed (502 or 504).", c.errors)?;
+        counter(e, "registrar_agent_scrape_timeouts", "Scrapes that hit their deadline (504).", c.timeouts)?;
+        counter(
+            e,
+            "registrar_agent_malformed_content",
+            "Backend outputs that are not valid exposition format.",
+            c.malformed,
+        )?;
+        counter(e, "registrar_agent_unauthorized", "Requests refused for missing or wrong credentials.", unauthorized)?;
+        gauge(e, "registrar_agent_modules", "Modules configured.", i64::try_from(c.modules).unwrap_or(i64::MAX))
     }
 }
 
@@ -218,7 +248,53 @@ fn index(request: &Request<Incoming>, loaded: &Loaded) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use promsd_web::metrics::{Format, encode};
+
+    use super::{AgentCounts, agent_registry, constant_time_eq};
+
+    /// `promtool check metrics` on `body`: its exit code and what it printed. A missing promtool fails.
+    fn promtool(body: &str) -> (Option<i32>, String) {
+        let mut promtool = Command::new("/usr/bin/promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/promtool runs (the Debian package prometheus has it)");
+        promtool.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("write to promtool");
+        let output = promtool.wait_with_output().expect("promtool finishes");
+        let printed = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+        (output.status.code(), printed)
+    }
+
+    #[test]
+    fn agent_metrics_keep_their_names_and_pass_promtool() {
+        let web = Arc::new(promsd_web::WebMetrics::default());
+        web.unauthorized.fetch_add(2, Ordering::Relaxed);
+        web.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+        let counts = AgentCounts { scrapes: 5, errors: 3, timeouts: 2, malformed: 1, unauthorized: 1, modules: 4 };
+        let text = encode(&agent_registry(counts, web.clone()), Format::Text).expect("encode");
+        for line in [
+            "registrar_agent_scrapes_total 5",
+            "registrar_agent_scrape_errors_total 3",
+            "registrar_agent_scrape_timeouts_total 2",
+            "registrar_agent_malformed_content_total 1",
+            "registrar_agent_unauthorized_total 3",
+            "registrar_agent_modules 4",
+            "registrar_agent_web_unauthorized_total 2",
+            "registrar_agent_web_tls_handshake_failures_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+        assert_eq!(promtool(&text), (Some(0), String::new()), "{text}");
+        let openmetrics = encode(&agent_registry(counts, web), Format::OpenMetrics).expect("encode");
+        assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    }
 
     #[test]
     fn compares_secrets() {

@@ -39,13 +39,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         log_queries: config.log_queries,
         queries: queries.clone(),
     });
-    let web = Arc::new(web::Web { store: store.clone(), queries });
+    let web_metrics = Arc::new(promsd_web::WebMetrics::default());
+    let web = Arc::new(web::Web { store: store.clone(), queries, web: web_metrics.clone() });
     let mut tasks = tokio::task::JoinSet::new();
     let mut udp_threads = Vec::new();
     tasks.spawn(store::follow::follow(config.etcd.clone(), store.clone(), shutdown.clone()));
     tasks.spawn(store::leases::track(config.etcd, store.clone(), config.lease_bounds, shutdown.clone()));
     for listener in listeners.web {
-        tasks.spawn(web::serve(listener, web.clone(), shutdown.clone()));
+        let (source, metrics) = (config.web.clone(), web_metrics.clone());
+        tasks.spawn(promsd_web::serve(listener, source, web.clone(), metrics, shutdown.clone()));
     }
     tokio::select! {
         _ = shutdown.cancelled() => {}

@@ -3,8 +3,8 @@
 //! The query path records into plain atomic arrays ([`QueryMetrics::record`]: no lock, no lookup, no
 //! allocation), because prometheus-client's `Family` takes a lock per access. Those arrays and the view's
 //! state are read only at scrape time, by [`prometheus_client::collector::Collector`]s, so prometheus-client
-//! still writes every byte of the exposition. [`Format::negotiate`], [`encode`] and [`Format::content_type`]
-//! are the one exposition path, free of dnsd's types so other binaries can serve their registries the same way.
+//! still writes every byte of the exposition, through promsd-web's one exposition path
+//! ([`promsd_web::metrics`]), which also adds the web stack's `dnsd_web_*_total` counters.
 //!
 //! Names follow Prometheus conventions and are those dnsd has always exported: counters are declared without
 //! `_total` (OpenMetrics' family name) and their samples carry it, e.g. `dnsd_queries_total`.
@@ -19,64 +19,20 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
+use promsd_web::WebMetrics;
+use promsd_web::metrics::{WebCollector, build_info, counter, gauge};
 
 use crate::store::Store;
 use crate::wire::{Outcome, Transport};
 
-/// OpenMetrics 1.0 text, what Prometheus asks for first in its `Accept` header.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// The Prometheus text format 0.0.4, for every other client.
-pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
-
-/// The exposition formats, both written by prometheus-client from the same registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    OpenMetrics,
-    /// The classic text format: what curl, `promtool check metrics` and older scrapers read. The sample
-    /// lines are the same as OpenMetrics'; counters' `# TYPE` lines name the `_total` sample.
-    Text,
-}
-
-impl Format {
-    /// OpenMetrics when the request's `Accept` header lists it (as Prometheus's does), else the text format:
-    /// the negotiation Prometheus's own client libraries do.
-    pub fn negotiate(accept: Option<&str>) -> Self {
-        let wants_openmetrics = accept.is_some_and(|accept| {
-            accept.split(',').any(|range| {
-                let mut parts = range.split(';').map(str::trim);
-                parts.next().is_some_and(|media| media.eq_ignore_ascii_case("application/openmetrics-text"))
-                    && !parts.any(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f64>().ok()) == Some(0.0))
-            })
-        });
-        if wants_openmetrics { Self::OpenMetrics } else { Self::Text }
-    }
-
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Self::OpenMetrics => CONTENT_TYPE,
-            Self::Text => TEXT_CONTENT_TYPE,
-        }
-    }
-}
-
-/// The one exposition path: everything in `registry` in `format` (OpenMetrics ends in `# EOF`).
-pub fn encode(registry: &Registry, format: Format) -> Result<String, std::fmt::Error> {
-    let mut out = String::new();
-    match format {
-        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, registry)?,
-        Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, registry)?,
-    }
-    Ok(out)
-}
-
-/// Everything dnsd exports on `/metrics`. Cheap enough to build per scrape: it only holds the two pointers,
+/// Everything dnsd exports on `/metrics`. Cheap enough to build per scrape: it only holds the pointers,
 /// and the collectors read the current values when encoded.
-pub fn registry(store: Arc<Store>, queries: Arc<QueryMetrics>) -> Registry {
+pub fn registry(store: Arc<Store>, queries: Arc<QueryMetrics>, web: Arc<WebMetrics>) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(queries));
     registry.register_collector(Box::new(StoreCollector(store)));
+    registry.register_collector(Box::new(WebCollector::new("dnsd", web)));
     registry
 }
 
@@ -224,12 +180,7 @@ impl Collector for StoreCollector {
         let view = store.snapshot();
         let health = &store.health;
         let e = &mut encoder;
-        let labels = [("version", env!("CARGO_PKG_VERSION"))];
-        // A gauge, not OpenMetrics' info type: that would rename it to dnsd_build_info_info.
-        ConstGauge::new(1_i64).encode(
-            e.encode_descriptor("dnsd_build_info", "dnsd's version.", None, MetricType::Gauge)?
-                .encode_family(&labels)?,
-        )?;
+        build_info(e, "dnsd_build_info", "dnsd's version.", env!("CARGO_PKG_VERSION"))?;
         gauge(e, "dnsd_ready", "Whether the first load from etcd has completed.", i64::from(store.is_ready()))?;
         gauge(e, "dnsd_etcd_connected", "Whether a watch on etcd is established.", i64::from(health.is_connected()))?;
         // NaN before the first load: there is no age yet, and 0 would read as "just confirmed".
@@ -256,20 +207,10 @@ impl Collector for StoreCollector {
     }
 }
 
-/// One unlabelled counter; `name` without `_total`, which the encoder appends to the sample.
-fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
-    ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)
-}
-
-fn gauge<N>(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: N) -> Result<(), std::fmt::Error>
-where
-    N: prometheus_client::encoding::EncodeGaugeValue,
-{
-    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
-}
-
 #[cfg(test)]
 mod tests {
+    use promsd_web::metrics::{Format, encode};
+
     use super::*;
 
     /// The sample lines, sorted, with `le` by value: the formats order histograms' lines and write bucket
@@ -295,20 +236,6 @@ mod tests {
         assert_eq!(samples(&text), samples(&openmetrics), "both formats have the same samples");
         assert!(text.contains("# TYPE dnsd_queries_total counter\n"), "{text}");
         openmetrics
-    }
-
-    #[test]
-    fn prometheus_gets_openmetrics_and_everyone_else_text() {
-        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;\
-                          q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
-        assert_eq!(Format::negotiate(Some("Application/OpenMetrics-Text")), Format::OpenMetrics);
-        assert_eq!(Format::negotiate(None), Format::Text, "curl sends no Accept");
-        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
-        assert_eq!(Format::negotiate(Some("text/plain;version=0.0.4")), Format::Text);
-        assert_eq!(Format::negotiate(Some("application/openmetrics-text;q=0,text/plain")), Format::Text);
-        assert_eq!(Format::OpenMetrics.content_type(), "application/openmetrics-text; version=1.0.0; charset=utf-8");
-        assert_eq!(Format::Text.content_type(), "text/plain; version=0.0.4; charset=utf-8");
     }
 
     #[test]

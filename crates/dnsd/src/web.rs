@@ -1,19 +1,15 @@
 //! The HTTP endpoints on every `--web.listen-address`: `/-/healthy` answers as long as the process runs and
 //! `/-/ready` once the first load from etcd has completed (Prometheus's names), `/health` and `/ready` the
-//! same for Corefile users (CoreDNS's names), and `/metrics`.
+//! same for Corefile users (CoreDNS's names), and `/metrics`. Served by promsd-web, so `--web.config.file`
+//! (TLS, client certificates, basic auth, headers) applies as on every other promsd port.
 
-use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use hyper::{Method, Request, StatusCode};
+use promsd_web::response::{self, text};
+use promsd_web::{Reply, WebMetrics};
 
 use crate::metrics::QueryMetrics;
 use crate::store::Store;
@@ -22,88 +18,50 @@ use crate::store::Store;
 pub struct Web {
     pub store: Arc<Store>,
     pub queries: Arc<QueryMetrics>,
+    /// The web stack's refusals, shared with [`promsd_web::serve`] on every web port.
+    pub web: Arc<WebMetrics>,
 }
 
-pub async fn serve(listener: TcpListener, web: Arc<Web>, shutdown: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "web accept failed");
-                    continue;
-                }
-            },
-        };
-        let web = web.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let web = web.clone();
-                async move { Ok::<_, Infallible>(route(&request, &web)) }
-            });
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = connection => {}
+impl promsd_web::Handler for Web {
+    async fn handle(&self, request: Request<Incoming>, _peer: SocketAddr) -> Reply {
+        self.route(&request)
+    }
+}
+
+impl Web {
+    fn route(&self, request: &Request<Incoming>) -> Reply {
+        let store = &self.store;
+        if !matches!(*request.method(), Method::GET | Method::HEAD) {
+            return response::method_not_allowed();
+        }
+        match request.uri().path() {
+            "/-/healthy" => text(StatusCode::OK, "dnsd is Healthy.\n"),
+            "/health" => text(StatusCode::OK, "OK"),
+            "/ready" if store.is_ready() => text(StatusCode::OK, "OK"),
+            "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "waiting for the first load from etcd"),
+            "/metrics" => {
+                let registry = crate::metrics::registry(store.clone(), self.queries.clone(), self.web.clone());
+                promsd_web::metrics::reply(&registry, request.headers())
             }
-        });
-    }
-}
-
-fn route(request: &Request<Incoming>, web: &Web) -> Response<Full<Bytes>> {
-    let store = &web.store;
-    if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "Only GET and HEAD are supported.\n".into());
-    }
-    match request.uri().path() {
-        "/-/healthy" => text(StatusCode::OK, "dnsd is Healthy.\n".into()),
-        "/health" => text(StatusCode::OK, "OK".into()),
-        "/ready" if store.is_ready() => text(StatusCode::OK, "OK".into()),
-        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "waiting for the first load from etcd".into()),
-        "/metrics" => {
-            let accept = request.headers().get(hyper::header::ACCEPT).and_then(|a| a.to_str().ok());
-            let format = crate::metrics::Format::negotiate(accept);
-            match crate::metrics::encode(&crate::metrics::registry(store.clone(), web.queries.clone()), format) {
-                Ok(body) => {
-                    let mut response = text(StatusCode::OK, body);
-                    response.headers_mut().insert(
-                        hyper::header::CONTENT_TYPE,
-                        hyper::header::HeaderValue::from_static(format.content_type()),
-                    );
-                    response
-                }
-                Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding the metrics failed\n".into()),
+            "/-/ready" if store.is_ready() => text(StatusCode::OK, "dnsd is Ready.\n"),
+            "/-/ready" => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "dnsd is not ready: waiting for the first load from etcd.\n")
             }
+            "/" => {
+                let view = store.snapshot();
+                let zones: Vec<&str> = store.catalog().zones().iter().map(|z| z.name.as_str()).collect();
+                text(
+                    StatusCode::OK,
+                    format!(
+                        "dnsd\nzones: {}\nkeys: {}\nrevision: {}\nready: {}\n\n/-/healthy\n/-/ready\n",
+                        zones.join(" "),
+                        view.len(),
+                        view.revision,
+                        store.is_ready()
+                    ),
+                )
+            }
+            _ => response::not_found(),
         }
-        "/-/ready" if store.is_ready() => text(StatusCode::OK, "dnsd is Ready.\n".into()),
-        "/-/ready" => {
-            text(StatusCode::SERVICE_UNAVAILABLE, "dnsd is not ready: waiting for the first load from etcd.\n".into())
-        }
-        "/" => {
-            let view = store.snapshot();
-            let zones: Vec<&str> = store.catalog().zones().iter().map(|z| z.name.as_str()).collect();
-            text(
-                StatusCode::OK,
-                format!(
-                    "dnsd\nzones: {}\nkeys: {}\nrevision: {}\nready: {}\n\n/-/healthy\n/-/ready\n",
-                    zones.join(" "),
-                    view.len(),
-                    view.revision,
-                    store.is_ready()
-                ),
-            )
-        }
-        _ => text(StatusCode::NOT_FOUND, "Not found.\n".into()),
     }
-}
-
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
-    response
 }

@@ -1,13 +1,18 @@
 //! `registrar run --web.listen-address`: `/metrics` and `/-/healthy`, as the official exporters serve them,
-//! on promsd's one web stack (so `--web.config.file` applies).
+//! on promsd's one web stack (so `--web.config.file` applies) and its one exposition path.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use promsd_registration::Status;
 use promsd_web::Reply;
+use promsd_web::metrics::{build_info, counter, gauge};
+use promsd_web::prometheus_client::collector::Collector;
+use promsd_web::prometheus_client::encoding::DescriptorEncoder;
+use promsd_web::prometheus_client::registry::Registry;
 use promsd_web::response::{self, text};
 
 pub struct StatusPage {
@@ -20,9 +25,95 @@ impl promsd_web::Handler for StatusPage {
             return response::method_not_allowed();
         }
         match request.uri().path() {
-            "/metrics" => text(StatusCode::OK, self.status.render()),
+            "/metrics" => promsd_web::metrics::reply(&registry(self.status.clone()), request.headers()),
             "/-/healthy" => text(StatusCode::OK, "registrar is Healthy.\n"),
             _ => response::not_found(),
         }
+    }
+}
+
+/// Everything `registrar run` exports; built per scrape, the collector reads [`Status`] when encoded.
+pub fn registry(status: Arc<Status>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(StatusCollector(status)));
+    registry
+}
+
+/// [`Status`]'s atomics as the metrics `registrar run` has always exported (names unchanged).
+#[derive(Debug)]
+struct StatusCollector(Arc<Status>);
+
+impl Collector for StatusCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        let e = &mut encoder;
+        let flag = |b: &AtomicBool| i64::from(b.load(Ordering::Relaxed));
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        gauge(
+            e,
+            "registrar_exporter_up",
+            "Whether the exporter accepts connections on its port.",
+            flag(&s.exporter_up),
+        )?;
+        gauge(e, "registrar_registered", "Whether the exporter's record is written in etcd.", flag(&s.registered))?;
+        counter(e, "registrar_registrations", "Writes of the record to etcd.", count(&s.registrations))?;
+        counter(e, "registrar_etcd_errors", "Failed attempts to register or keep the lease.", count(&s.etcd_errors))?;
+        counter(e, "registrar_lease_grants", "etcd leases granted for the record.", count(&s.lease_grants))?;
+        let ttl = s.lease_ttl_seconds.load(Ordering::Relaxed);
+        gauge(e, "registrar_lease_ttl_seconds", "TTL of the lease the record is bound to (0: no lease).", ttl)?;
+        let held = s.lease.lock().ok().and_then(|l| *l).is_some();
+        gauge(e, "registrar_lease_held", "Whether a lease is held for the record.", i64::from(held))?;
+        build_info(e, "registrar_build_info", "registrar's version.", env!("CARGO_PKG_VERSION"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    use promsd_web::metrics::{Format, encode};
+
+    use super::*;
+
+    /// `promtool check metrics` on `body`: its exit code and what it printed. A missing promtool fails.
+    fn promtool(body: &str) -> (Option<i32>, String) {
+        let mut promtool = Command::new("/usr/bin/promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/promtool runs (the Debian package prometheus has it)");
+        promtool.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("write to promtool");
+        let output = promtool.wait_with_output().expect("promtool finishes");
+        let printed = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+        (output.status.code(), printed)
+    }
+
+    #[test]
+    fn status_metrics_keep_their_names_and_pass_promtool() {
+        let status = Arc::new(Status::default());
+        status.exporter_up.store(true, Ordering::Relaxed);
+        status.wrote();
+        status.granted(7, 5);
+        let text = encode(&registry(status.clone()), Format::Text).expect("encode");
+        for line in [
+            "registrar_exporter_up 1",
+            "registrar_registered 1",
+            "registrar_registrations_total 1",
+            "registrar_etcd_errors_total 0",
+            "registrar_lease_grants_total 1",
+            "registrar_lease_ttl_seconds 5",
+            "registrar_lease_held 1",
+            &format!("registrar_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION")),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+        assert!(text.contains("# TYPE registrar_registrations_total counter\n"), "{text}");
+        assert_eq!(promtool(&text), (Some(0), String::new()), "{text}");
+        let openmetrics = encode(&registry(status), Format::OpenMetrics).expect("encode");
+        assert!(openmetrics.contains("\nregistrar_registrations_total 1\n"), "{openmetrics}");
+        assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
     }
 }

@@ -5,10 +5,14 @@
 //!   as strict as exporter-toolkit, read again when it changes.
 //! - [`server`]: accept loop, TLS handshake, the per-request credential check, headers, graceful shutdown.
 //! - [`response`]: the small replies every endpoint gives (text, 404, 405).
+//! - [`metrics`]: the one exposition path: a prometheus-client registry as `/metrics`, format negotiated.
 
 pub mod config;
+pub mod metrics;
 pub mod response;
 pub mod server;
 
 pub use config::{Web, WebConfigError};
+/// The prometheus-client [`metrics`] encodes with, for crates that build registries without depending on it.
+pub use prometheus_client;
 pub use server::{Handler, Reply, WebMetrics, WebSource, serve};

@@ -51,6 +51,13 @@ pub struct WebSource {
     current: Mutex<(Option<Stamp>, Arc<Web>)>,
 }
 
+/// The path only: what was read holds password hashes and keys.
+impl std::fmt::Debug for WebSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSource").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
 /// What tells that a file changed: modification time, size and inode.
 type Stamp = (SystemTime, u64, u64);
 

@@ -3,12 +3,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use promsd_common::duration::parse_duration;
 use promsd_common::name::{NameError, validate_path};
 use promsd_common::{EtcdArgs, KeyPrefix};
+use promsd_web::{WebConfigError, WebSource};
 use thiserror::Error;
 
 pub mod corefile;
@@ -40,6 +42,10 @@ pub enum ConfigError {
     NoZones,
     #[error("--min-lease-ttl {min:?} is larger than --max-lease-ttl {max:?}")]
     LeaseBounds { min: Duration, max: Duration },
+    /// Not a source: its message already names the file and the cause, and main prints the chain, so the
+    /// error stays one line.
+    #[error("{0}")]
+    WebConfig(WebConfigError),
 }
 
 /// Authoritative DNS for the SkyDNS records in etcd, answered from memory.
@@ -63,6 +69,10 @@ pub struct Cli {
     /// Address for /metrics, /-/healthy and /-/ready; repeatable [default: 0.0.0.0:9153]
     #[arg(long = "web.listen-address", value_name = "ADDR")]
     pub web_listen_address: Vec<SocketAddr>,
+    /// TLS, client certificates and basic auth for the web addresses, in exporter-toolkit's web configuration
+    /// format; read at startup (an invalid file stops dnsd) and again when it changes
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
     /// Lower bound of the TTL of records under an etcd lease [default: 30s]
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub min_lease_ttl: Option<Duration>,
@@ -102,6 +112,8 @@ pub struct Config {
     pub catalog: Catalog,
     pub lease_bounds: LeaseBounds,
     pub log_queries: bool,
+    /// `--web.config.file`, already read: None serves plain HTTP without authentication.
+    pub web: Option<Arc<WebSource>>,
 }
 
 impl Config {
@@ -129,7 +141,7 @@ impl Config {
         for spec in zones {
             all.extend(zones_for(spec, soa)?);
         }
-        Ok(Self { etcd, catalog: Catalog::new(all, KeyPrefix::new(path)), lease_bounds, log_queries })
+        Ok(Self { etcd, catalog: Catalog::new(all, KeyPrefix::new(path)), lease_bounds, log_queries, web: None })
     }
 }
 
@@ -177,7 +189,11 @@ impl Cli {
             expire: self.soa_expire,
             minimum: self.soa_minimum,
         };
-        let config = Config::build(etcd, &path, &zones, &soa, bounds, self.log_queries || file.log_queries)?;
+        let mut config = Config::build(etcd, &path, &zones, &soa, bounds, self.log_queries || file.log_queries)?;
+        // Read here, before any socket is bound, so a broken file is a startup error like a broken Corefile.
+        if let Some(path) = &self.web_config_file {
+            config.web = Some(Arc::new(WebSource::load(path).map_err(ConfigError::WebConfig)?));
+        }
         let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         let dns_listen_address =
             self.dns_listen_address.unwrap_or_else(|| SocketAddr::new(any, file.port.unwrap_or(53)));

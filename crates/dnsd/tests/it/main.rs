@@ -8,3 +8,4 @@ mod metrics;
 mod robustness;
 mod server;
 mod store;
+mod webconfig;
