@@ -100,15 +100,10 @@ pub async fn execute(cli: Cli) -> Result<i32, Error> {
             if let Some(address) = args.web_listen_address {
                 let web = web_source(args.web_config_file.as_deref())?;
                 let listener = listen(address).await?;
-                let page = Arc::new(web::StatusPage { status: status.clone() });
+                let metrics = Arc::new(WebMetrics::default());
+                let page = Arc::new(web::StatusPage { status: status.clone(), web: metrics.clone() });
                 // Serves until the process exits with the exporter.
-                tokio::spawn(promsd_web::serve(
-                    listener,
-                    web,
-                    page,
-                    Arc::new(WebMetrics::default()),
-                    CancellationToken::new(),
-                ));
+                tokio::spawn(promsd_web::serve(listener, web, page, metrics, CancellationToken::new()));
             }
             let loc = args.set.location;
             Ok(supervise::supervise(loc.etcd, loc.timeout, registration, args.lease_ttl, &args.command, status).await?)

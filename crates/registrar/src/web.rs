@@ -9,7 +9,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use promsd_registration::Status;
 use promsd_web::Reply;
-use promsd_web::metrics::{build_info, counter, gauge};
+use promsd_web::WebMetrics;
+use promsd_web::metrics::{WebCollector, build_info, counter, gauge};
 use promsd_web::prometheus_client::collector::Collector;
 use promsd_web::prometheus_client::encoding::DescriptorEncoder;
 use promsd_web::prometheus_client::registry::Registry;
@@ -17,6 +18,7 @@ use promsd_web::response::{self, text};
 
 pub struct StatusPage {
     pub status: Arc<Status>,
+    pub web: Arc<WebMetrics>,
 }
 
 impl promsd_web::Handler for StatusPage {
@@ -25,7 +27,11 @@ impl promsd_web::Handler for StatusPage {
             return response::method_not_allowed();
         }
         match request.uri().path() {
-            "/metrics" => promsd_web::metrics::reply(&registry(self.status.clone()), request.headers()),
+            "/metrics" => {
+                let mut registry = registry(self.status.clone());
+                registry.register_collector(Box::new(WebCollector::new("registrar", self.web.clone())));
+                promsd_web::metrics::reply(&registry, request.headers())
+            }
             "/-/healthy" => text(StatusCode::OK, "registrar is Healthy.\n"),
             _ => response::not_found(),
         }
