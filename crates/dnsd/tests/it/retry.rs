@@ -1,0 +1,68 @@
+//! An unreachable etcd is retried with the shared backoff, one warning per step: before the first load
+//! and after etcd died under a running dnsd (it used to retry about ten times a second).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use promsd_tests::{Etcd, Process, free_port};
+
+use crate::server::load_seed;
+
+fn dnsd(endpoint: &str, log: &Path) -> Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dnsd"));
+    command
+        .args(["--endpoints", endpoint, "--zone", "prom.local"])
+        .args(["--dns.listen-address", &format!("127.0.0.1:{}", free_port())])
+        .args(["--web.listen-address", &format!("127.0.0.1:{}", free_port())])
+        .env_remove("ETCDCTL_ENDPOINTS");
+    Process::spawn("dnsd", command, log)
+}
+
+/// When each of the first `count` log lines containing `needle` appeared (polling the log).
+fn arrivals(process: &Process, needle: &str, count: usize, timeout: Duration) -> Vec<Instant> {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        let now = Instant::now();
+        assert!(now < deadline, "only {} of {count} {needle:?} lines in {timeout:?}:\n{}", seen.len(), process.log());
+        let lines = process.log().lines().filter(|l| l.contains(needle)).count();
+        while seen.len() < lines.min(count) {
+            seen.push(now);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    seen
+}
+
+/// Six attempts with delays doubling from 100 ms, each jittered to at least half: at least 1.55 s from the
+/// first warning to the sixth. Ten attempts a second would take 0.5 s.
+const SIX_STEPS_AT_LEAST: Duration = Duration::from_millis(1550);
+
+#[test]
+fn an_unreachable_etcd_is_retried_with_backoff_from_the_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let process = dnsd(&dead, &dir.path().join("dnsd.log"));
+    let seen = arrivals(&process, "cannot", 6, Duration::from_secs(30));
+    let span = seen[5] - seen[0];
+    assert!(span >= SIX_STEPS_AT_LEAST, "six attempts in {span:?}:\n{}", process.log());
+}
+
+#[test]
+fn etcd_dying_under_a_running_dnsd_is_retried_with_backoff() {
+    let mut etcd = Etcd::start();
+    load_seed(&etcd);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let process = dnsd(&etcd.endpoint, &dir.path().join("dnsd.log"));
+    promsd_tests::eventually("dnsd to load", Duration::from_secs(20), || {
+        process.log().contains("serving DNS").then_some(())
+    });
+    let before = process.log().lines().filter(|l| l.contains("etcd")).count();
+    etcd.stop();
+    // The warnings after the watch broke: the first is immediate (a watch was established, so the backoff
+    // started afresh), the rest back off.
+    let seen = arrivals(&process, "etcd", before + 6, Duration::from_secs(30));
+    let span = seen[before + 5] - seen[before];
+    assert!(span >= SIX_STEPS_AT_LEAST, "six attempts in {span:?}:\n{}", process.log());
+}
