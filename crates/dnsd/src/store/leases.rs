@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use promsd_backoff::Backoff;
 use promsd_common::EtcdArgs;
 use tokio_util::sync::CancellationToken;
 
@@ -97,6 +98,9 @@ pub fn ttl(value_ttl: u32, lease_remaining: Option<i64>, bounds: LeaseBounds) ->
 pub async fn track(etcd: EtcdArgs, store: Arc<Store>, bounds: LeaseBounds, shutdown: CancellationToken) {
     let mut client = None;
     let mut ticker = tokio::time::interval(ROUND);
+    // While etcd is unreachable, the shared backoff spaces the attempts (the watch reports the outage).
+    let mut backoff = Backoff::new(ROUND, Duration::from_secs(30));
+    let mut next_attempt = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -107,25 +111,43 @@ pub async fn track(etcd: EtcdArgs, store: Arc<Store>, bounds: LeaseBounds, shutd
             continue;
         }
         if client.is_none() {
+            if Instant::now() < next_attempt {
+                continue;
+            }
             client = etcd.connect().await.ok().map(|(client, _)| client);
+            if client.is_none() {
+                next_attempt = Instant::now() + backoff.next_delay();
+            }
         }
         let Some(etcd_client) = client.as_mut() else { continue };
         for id in due {
             let asked = tokio::time::timeout(RPC_TIMEOUT, etcd_client.lease_time_to_live(id, None)).await;
             match asked {
-                Ok(Ok(response)) if response.ttl() > 0 => store.leases.set(
-                    id,
-                    Some(Lease { granted: response.granted_ttl(), remaining: response.ttl(), fetched: Instant::now() }),
-                ),
+                Ok(Ok(response)) if response.ttl() > 0 => {
+                    backoff.reset();
+                    store.leases.set(
+                        id,
+                        Some(Lease {
+                            granted: response.granted_ttl(),
+                            remaining: response.ttl(),
+                            fetched: Instant::now(),
+                        }),
+                    )
+                }
                 // Expired or revoked: its keys' delete events are on their way through the watch.
-                Ok(Ok(_)) => store.leases.set(id, None),
+                Ok(Ok(_)) => {
+                    backoff.reset();
+                    store.leases.set(id, None)
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(lease = id, error = %e, "cannot read lease TTL");
                     client = None;
+                    next_attempt = Instant::now() + backoff.next_delay();
                     break;
                 }
                 Err(_) => {
                     client = None;
+                    next_attempt = Instant::now() + backoff.next_delay();
                     break;
                 }
             }
