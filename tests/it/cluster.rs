@@ -109,7 +109,7 @@ fn killing_the_leader_loses_no_answers_and_no_registrations() {
     // after the kill (at most one was in flight at it) and queries after it have completed.
     eventually("a new leader", Duration::from_secs(30), || cluster.try_leader().filter(|&new| new != leader));
     eventually("registrations and answers after the failover", Duration::from_secs(30), || {
-        (count(&registered) >= (registered_at_kill + 3).min(200) && count(&answers) >= (answers_at_kill + 20).max(51))
+        (count(&registered) >= (registered_at_kill + 2).min(200) && count(&answers) >= (answers_at_kill + 20).max(51))
             .then_some(())
     });
     stop.store(true, Ordering::Relaxed);
