@@ -112,3 +112,23 @@ pub fn pid_alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_alive_follows_a_process_to_its_end_and_a_zombie_is_not_alive() {
+        let mut child = Command::new("sleep").arg("30").spawn().expect("sleep");
+        assert!(pid_alive(child.id()));
+        child.kill().expect("kill");
+        // Killed but not reaped yet: a zombie, which runs nothing.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pid_alive(child.id()) {
+            assert!(Instant::now() < deadline, "a killed process still counts as alive");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait().expect("reap");
+        assert!(!pid_alive(child.id()));
+    }
+}

@@ -108,8 +108,8 @@ fn lease_outlives_a_killed_registrar_only_until_its_ttl() {
     assert!(lease.contains("\"lease\":"), "record bound to a lease: {lease}");
     // Kept alive past its TTL while the registrar runs: a period in which the record must not go away, so it
     // is checked throughout, for longer than the 5s TTL.
-    holds_for("the record under a kept-alive lease", Duration::from_secs(6), || {
-        etcd.get(&s.key).map(|_| ()).ok_or_else(|| format!("lease not kept alive: {}", s.registrar.log()))
+    holds_for(Duration::from_secs(6), || {
+        assert!(etcd.get(&s.key).is_some(), "lease not kept alive: {}", s.registrar.log());
     });
 
     let exporter = exporter_pid(&s);
@@ -157,16 +157,16 @@ fn lease_mode_survives_an_outage_longer_than_the_ttl() {
     // the test, during which the registrar and its exporter must keep running.
     s.registrar.wait_for_log_count("cannot register in etcd; retrying", retries_before + 1, Duration::from_secs(10));
     let port = s.port;
-    holds_for("the exporter supervised through the outage", Duration::from_secs(4), || {
-        (s.registrar.is_running() && listening(port)).then_some(()).ok_or_else(|| "registrar or exporter gone".into())
+    holds_for(Duration::from_secs(4), || {
+        assert!(s.registrar.is_running() && listening(port), "the exporter supervised through the outage");
     });
     cluster.restart(0);
     eventually("etcd back", Duration::from_secs(20), || cluster.try_etcdctl(&["endpoint", "health"]).ok());
     eventually("registered again", Duration::from_secs(20), || (!get(&cluster).is_empty()).then_some(()));
     // Held, not a leftover: a record under a lease nobody keeps alive is gone one TTL (3s) after etcd is back,
     // so the record must stay throughout more than two TTLs.
-    holds_for("the record while the exporter runs", Duration::from_secs(7), || {
-        (!get(&cluster).is_empty()).then_some(()).ok_or_else(|| s.registrar.log())
+    holds_for(Duration::from_secs(7), || {
+        assert!(!get(&cluster).is_empty(), "the record must stay while the exporter runs: {}", s.registrar.log());
     });
 }
 
@@ -191,10 +191,7 @@ fn lease_mode_survives_a_leader_change() {
         still_there(&cluster);
         cluster.try_leader().filter(|&new| new != leader)
     });
-    holds_for("the record after the election", Duration::from_secs(7), || {
-        still_there(&cluster);
-        Ok(())
-    });
+    holds_for(Duration::from_secs(7), || still_there(&cluster));
     let found = present(&cluster).unwrap_or_else(|e| panic!("etcd after the election: {e}"));
     assert!(found, "the record is there: {}", s.registrar.log());
 }
