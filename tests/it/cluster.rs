@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use promsd_tests::{Dig, EtcdCluster, Process, dig, eventually, free_port, http_get, workspace_bin};
@@ -61,8 +61,10 @@ fn killing_the_leader_loses_no_answers_and_no_registrations() {
     });
 
     let stop = Arc::new(AtomicBool::new(false));
+    // How many answers and registrations have completed so far, for the test to wait on.
+    let (answers, registered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let queries = {
-        let (stop, dns) = (stop.clone(), dnsd.dns);
+        let (stop, dns, answers) = (stop.clone(), dnsd.dns, answers.clone());
         std::thread::spawn(move || {
             let (mut answered, mut failed) = (0, Vec::new());
             while !stop.load(Ordering::Relaxed) {
@@ -72,13 +74,14 @@ fn killing_the_leader_loses_no_answers_and_no_registrations() {
                 } else {
                     failed.push(answer.raw)
                 }
+                answers.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(10));
             }
             (answered, failed)
         })
     };
     let registrations = {
-        let (stop, endpoints) = (stop.clone(), cluster.endpoints());
+        let (stop, endpoints, registered) = (stop.clone(), cluster.endpoints(), registered.clone());
         std::thread::spawn(move || {
             let mut results = Vec::new();
             while !stop.load(Ordering::Relaxed) && results.len() < 200 {
@@ -90,14 +93,25 @@ fn killing_the_leader_loses_no_answers_and_no_registrations() {
                     .output()
                     .expect("registrar");
                 results.push((out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()));
+                registered.store(results.len(), Ordering::Relaxed);
             }
             results
         })
     };
-    std::thread::sleep(Duration::from_secs(2));
+    let count = |n: &AtomicUsize| n.load(Ordering::Relaxed);
+    eventually("queries and registrations under way", Duration::from_secs(20), || {
+        (count(&answers) >= 20 && count(&registered) >= 2).then_some(())
+    });
     let leader = cluster.leader();
     cluster.kill(leader);
-    std::thread::sleep(Duration::from_secs(6));
+    let (answers_at_kill, registered_at_kill) = (count(&answers), count(&registered));
+    // Load through the failover: until the survivors have elected a new leader, and registrations made
+    // after the kill (at most one was in flight at it) and queries after it have completed.
+    eventually("a new leader", Duration::from_secs(30), || cluster.try_leader().filter(|&new| new != leader));
+    eventually("registrations and answers after the failover", Duration::from_secs(30), || {
+        (count(&registered) >= (registered_at_kill + 2).min(200) && count(&answers) >= (answers_at_kill + 20).max(51))
+            .then_some(())
+    });
     stop.store(true, Ordering::Relaxed);
     let (answered, failed) = queries.join().expect("query thread");
     let results = registrations.join().expect("registrar thread");

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use promsd_tests::{Process, dig, eventually, free_port, http_get, output_of, workspace_bin};
+use promsd_tests::{CommandError, Process, dig, eventually, free_port, http_get, output_of, workspace_bin};
 
-fn etcdctl(endpoint: &str, extra: &[&str], args: &[&str]) -> Result<String, String> {
+fn etcdctl(endpoint: &str, extra: &[&str], args: &[&str]) -> Result<String, CommandError> {
     output_of(Command::new("etcdctl").env("ETCDCTL_API", "3").args(["--endpoints", endpoint]).args(extra).args(args))
 }
 

@@ -7,7 +7,7 @@ use tempfile::TempDir;
 
 use crate::netns::Netns;
 use crate::process::Process;
-use crate::{eventually, free_port, output_of, require};
+use crate::{CommandError, eventually, free_port, output_of, require};
 
 pub struct Etcd {
     pub endpoint: String,
@@ -77,7 +77,7 @@ impl Etcd {
         command
     }
 
-    pub fn try_etcdctl(&self, args: &[&str]) -> Result<String, String> {
+    pub fn try_etcdctl(&self, args: &[&str]) -> Result<String, CommandError> {
         output_of(self.etcdctl_command().args(args))
     }
 
@@ -213,7 +213,7 @@ impl EtcdCluster {
         live.join(",")
     }
 
-    pub fn try_etcdctl(&self, args: &[&str]) -> Result<String, String> {
+    pub fn try_etcdctl(&self, args: &[&str]) -> Result<String, CommandError> {
         let endpoints = self.live_endpoints();
         output_of(
             Command::new("etcdctl")
@@ -229,15 +229,18 @@ impl EtcdCluster {
 
     /// The index of the current leader, asked of the live members.
     pub fn leader(&self) -> usize {
-        eventually("a leader", Duration::from_secs(20), || {
-            let status = self.try_etcdctl(&["endpoint", "status", "-w", "json"]).ok()?;
-            let json: serde_json::Value = serde_json::from_str(&status).ok()?;
-            json.as_array()?.iter().find_map(|member| {
-                let status = &member["Status"];
-                let is_leader = status["header"]["member_id"].as_u64()? == status["leader"].as_u64()?;
-                let endpoint = member["Endpoint"].as_str()?;
-                is_leader.then(|| (0..self.members.len()).find(|&i| self.endpoint(i) == endpoint)).flatten()
-            })
+        eventually("a leader", Duration::from_secs(20), || self.try_leader())
+    }
+
+    /// The index of the current leader if the live members agree on one that is live, asked once.
+    pub fn try_leader(&self) -> Option<usize> {
+        let status = self.try_etcdctl(&["endpoint", "status", "-w", "json"]).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&status).ok()?;
+        json.as_array()?.iter().find_map(|member| {
+            let status = &member["Status"];
+            let is_leader = status["header"]["member_id"].as_u64()? == status["leader"].as_u64()?;
+            let endpoint = member["Endpoint"].as_str()?;
+            is_leader.then(|| (0..self.members.len()).find(|&i| self.endpoint(i) == endpoint)).flatten()
         })
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 pub use dig::{Dig, dig};
 pub use etcd::{Etcd, EtcdCluster};
 pub use netns::Netns;
-pub use process::Process;
+pub use process::{Process, pid_alive};
 
 /// A loopback port that is free for both TCP and UDP right now, and never handed out twice in one test
 /// process. Ports come from below Linux's ephemeral range (32768 and up), so no outgoing connection can take
@@ -49,6 +49,19 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
     }
 }
 
+/// Runs `check`, which asserts, repeatedly for the whole of `period`. For what must *not* happen during a
+/// period: a bounded wait that asserts throughout, rather than a sleep followed by one look.
+pub fn holds_for(period: Duration, mut check: impl FnMut()) {
+    let end = Instant::now() + period;
+    loop {
+        check();
+        if Instant::now() >= end {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A binary of this workspace, built by `cargo test --workspace` next to the test executables.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -59,13 +72,25 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     path
 }
 
-/// Runs `command`: its stdout when it succeeds, its stderr when it fails.
-pub fn output_of(command: &mut std::process::Command) -> Result<String, String> {
-    let output = command.output().map_err(|e| format!("cannot run {command:?}: {e}"))?;
+/// A command that could not be started or that failed; its Display names the command, and for a failure
+/// its exit status and stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("cannot run {command}: {source}")]
+    Spawn { command: String, source: std::io::Error },
+    #[error("{command} failed ({status}): {stderr}")]
+    Failed { command: String, status: std::process::ExitStatus, stderr: String },
+}
+
+/// Runs `command`: its stdout when it succeeds; when it fails, the command, its exit status and its stderr.
+pub fn output_of(command: &mut std::process::Command) -> Result<String, CommandError> {
+    let name = format!("{command:?}");
+    let output = command.output().map_err(|source| CommandError::Spawn { command: name.clone(), source })?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        Err(CommandError::Failed { command: name, status: output.status, stderr })
     }
 }
 

@@ -38,6 +38,29 @@ impl Process {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits up to `timeout` for a line of the log containing `pattern` and returns that line; panics with the
+    /// whole log on timeout.
+    pub fn wait_for_log(&self, pattern: &str, timeout: Duration) -> String {
+        self.wait_for_log_count(pattern, 1, timeout)
+    }
+
+    /// Waits up to `timeout` for the `n`th line of the log containing `pattern` and returns it.
+    pub fn wait_for_log_count(&self, pattern: &str, n: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().filter(|l| l.contains(pattern)).nth(n.saturating_sub(1)) {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {n} log line(s) with {pattern:?} within {timeout:?}:\n{log}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends a signal by name (TERM, KILL, ...) with kill(1).
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status();
@@ -77,5 +100,35 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Whether the process with this pid (one the test started, or that reported its own pid) still runs: it
+/// exists and is not a zombie waiting to be reaped.
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses, which may itself contain ") ".
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_alive_follows_a_process_to_its_end_and_a_zombie_is_not_alive() {
+        let mut child = Command::new("sleep").arg("30").spawn().expect("sleep");
+        assert!(pid_alive(child.id()));
+        child.kill().expect("kill");
+        // Killed but not reaped yet: a zombie, which runs nothing.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pid_alive(child.id()) {
+            assert!(Instant::now() < deadline, "a killed process still counts as alive");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait().expect("reap");
+        assert!(!pid_alive(child.id()));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use promsd_tests::{Etcd, eventually, free_port, http_get};
+use promsd_tests::{Etcd, eventually, free_port, holds_for, http_get};
 
 use crate::server::{Dnsd, ZONE};
 
@@ -37,11 +37,14 @@ fn answers_only_after_the_first_load() {
     eventually("/-/healthy", Duration::from_secs(5), || {
         matches!(http_get(dnsd.web, "/-/healthy"), Ok((200, _))).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(500));
-    let (status, body) = http_get(dnsd.web, "/-/ready").expect("ready endpoint");
-    assert_eq!(status, 503, "{body}");
-    let early = dnsd.dig(&["SRV", "node.prom.local"]);
-    assert_eq!(early.status, "", "no answer before the first load: {}", early.raw);
+    // Without etcd nothing may change: checked throughout a period in which dnsd keeps trying to connect
+    // (dnsd shows no count of failed attempts that the test could wait for instead).
+    holds_for(Duration::from_millis(500), || {
+        let (status, body) = http_get(dnsd.web, "/-/ready").expect("ready endpoint");
+        assert_eq!(status, 503, "{body}");
+        let early = dnsd.dig(&["SRV", "node.prom.local"]);
+        assert_eq!(early.status, "", "no answer before the first load: {}", early.raw);
+    });
 
     let etcd = Etcd::start_on_port(port);
     etcd.put("/skydns/local/prom/node/a", r#"{"host":"10.0.0.5","port":9100}"#);
@@ -55,12 +58,22 @@ fn keeps_answering_while_etcd_is_down() {
     etcd.put("/skydns/local/prom/node/a", r#"{"host":"10.0.0.5","port":9100}"#);
     let dnsd = Dnsd::start(&etcd.endpoint, &[ZONE]);
     dnsd.dig_until(&["SRV", "node.prom.local"], |d| d.answer.len() == 1);
+    let connected = |value: &str| {
+        let (_, metrics) = http_get(dnsd.web, "/metrics").ok()?;
+        metrics.lines().any(|l| l.strip_prefix("dnsd_etcd_connected ") == Some(value)).then_some(())
+    };
+    eventually("dnsd to watch etcd", Duration::from_secs(10), || connected("1"));
     etcd.stop();
-    for _ in 0..5 {
+    let answers = || {
         let answer = dnsd.dig(&["SRV", "node.prom.local"]);
         assert_eq!(answer.answer, ["node.prom.local. 300 IN SRV 10 100 9100 a.node.prom.local."], "{}", answer.raw);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    };
+    // Answering all along until dnsd has noticed that etcd is gone, and after.
+    eventually("dnsd to notice etcd is gone", Duration::from_secs(10), || {
+        answers();
+        connected("0")
+    });
+    answers();
     assert_eq!(http_get(dnsd.web, "/-/healthy").expect("healthy").0, 200);
 }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use promsd_tests::{Etcd, Process, eventually, free_port, require};
+use promsd_tests::{Etcd, Process, eventually, free_port, pid_alive, require};
 
 use crate::registrar;
 
@@ -90,7 +90,7 @@ modules:
     timeout: 1s
     exec:
       command: sh
-      args: ["-c", "sleep 31; echo up 1"]
+      args: ["-c", "sleep 31 & echo $! > {hang_child}; echo $$ > {hang_pid}; wait; echo up 1"]
   slow:
     method: exec
     exec:
@@ -102,7 +102,9 @@ modules:
       path: {text}
 "#,
         endpoint = etcd.endpoint,
-        text = dir.path().join("text.prom").display()
+        text = dir.path().join("text.prom").display(),
+        hang_pid = dir.path().join("hang.pid").display(),
+        hang_child = dir.path().join("hang-child.pid").display(),
     );
     let (mut agent, addr) = start_agent(dir.path(), &config);
     let expected = format!(r#"{{"host":"127.0.0.1","port":{}}}"#, addr.port());
@@ -125,13 +127,19 @@ modules:
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("not valid exposition format"), "{body}");
 
-    // The module's timeout: 504, and the command's whole process group is gone.
+    // The module's timeout: 504, and the command's whole process group is gone: the shell and the sleep it
+    // started, known by the pids they wrote themselves.
     let started = Instant::now();
     assert_eq!(get(addr, "/proxy?module=hang", &[]).0, 504);
     assert!(started.elapsed() < Duration::from_secs(10));
+    let read_pid = |name: &str| -> u32 {
+        let path = dir.path().join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        text.trim().parse().unwrap_or_else(|e| panic!("{}: {text:?}: {e}", path.display()))
+    };
+    let (shell, child) = (read_pid("hang.pid"), read_pid("hang-child.pid"));
     eventually("the hung command to be killed", Duration::from_secs(5), || {
-        let running = Command::new("pgrep").args(["-f", "sleep 31"]).output().expect("pgrep").status.success();
-        (!running).then_some(())
+        (!pid_alive(shell) && !pid_alive(child)).then_some(())
     });
     // Prometheus's scrape timeout bounds a module without one.
     assert_eq!(get(addr, "/proxy?module=slow", &[("X-Prometheus-Scrape-Timeout-Seconds", "1.5")]).0, 504);
@@ -271,7 +279,10 @@ fn sighup_reloads_modules_and_registrations_follow() {
         );
         for name in names {
             if *name == "slow" {
-                text.push_str("  slow:\n    method: exec\n    exec:\n      command: sh\n      args: [\"-c\", \"sleep 2; echo up 1\"]\n");
+                text.push_str(&format!(
+                    "  slow:\n    method: exec\n    exec:\n      command: sh\n      args: [\"-c\", \"touch {}; sleep 2; echo up 1\"]\n",
+                    d.join("slow-started").display()
+                ));
             } else {
                 text.push_str(&format!(
                     "  {name}:\n    method: file\n    file:\n      path: {}\n",
@@ -290,7 +301,9 @@ fn sighup_reloads_modules_and_registrations_follow() {
 
     // A scrape in flight while the configuration changes (and its module goes away) still completes.
     let in_flight = std::thread::spawn(move || get(addr, "/proxy?module=slow", &[]));
-    std::thread::sleep(Duration::from_millis(500));
+    eventually("the slow scrape's command to start", Duration::from_secs(10), || {
+        d.join("slow-started").exists().then_some(())
+    });
     std::fs::write(d.join("agent.yml"), config(&["c"])).expect("rewrite config");
     std::fs::write(modules.join("d.yaml"), file_module(&d.join("up.prom"))).expect("write d");
     agent.signal("HUP");
@@ -304,7 +317,7 @@ fn sighup_reloads_modules_and_registrations_follow() {
     // A broken configuration is refused and the running one stays.
     std::fs::write(d.join("agent.yml"), "modules: [").expect("break config");
     agent.signal("HUP");
-    std::thread::sleep(Duration::from_millis(500));
+    agent.wait_for_log("cannot reload the configuration; keeping the running one", Duration::from_secs(10));
     assert_eq!(get(addr, "/proxy?module=c", &[]).0, 200);
     assert!(registered("c"));
 }

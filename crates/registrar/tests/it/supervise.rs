@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use promsd_tests::{Etcd, EtcdCluster, Process, eventually, free_port, require};
+use promsd_tests::{Etcd, EtcdCluster, Process, eventually, free_port, holds_for, require};
 
 use crate::registrar;
 
@@ -55,12 +55,20 @@ fn wait_registered(etcd: &Etcd, s: &Supervised) -> String {
     })
 }
 
-fn exporter_pid(port: u16) -> String {
-    let out = Command::new("pgrep")
-        .args(["-f", &format!("^prometheus-node-exporter --web.listen-address=127.0.0.1:{port}")])
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout).lines().next().expect("exporter pid").to_string()
+/// The exporter's pid, as the registrar the test started reports it when it starts the exporter (a process
+/// known by its own pid, not searched for).
+fn exporter_pid(s: &Supervised) -> u32 {
+    let line = s.registrar.wait_for_log("started exporter", Duration::from_secs(10));
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("pid="))
+        .and_then(|pid| pid.parse().ok())
+        .filter(|&pid| pid > 0)
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+}
+
+fn kill_pid(pid: u32) {
+    let status = Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
+    assert!(status.success(), "cannot kill {pid}");
 }
 
 #[test]
@@ -72,8 +80,7 @@ fn registers_when_listening_and_deregisters_when_the_exporter_dies() {
     let value = wait_registered(&etcd, &s);
     assert_eq!(value, format!(r#"{{"host":"127.0.0.1","port":{}}}"#, s.port));
 
-    let pid = exporter_pid(s.port);
-    assert!(Command::new("kill").args(["-KILL", &pid]).status().expect("kill").success());
+    kill_pid(exporter_pid(&s));
     let status = s.registrar.wait_timeout(Duration::from_secs(15)).expect("registrar exits with the exporter");
     assert_eq!(status.code(), Some(137), "the exporter's status (killed by SIGKILL): {}", s.registrar.log());
     assert_eq!(etcd.get(&s.key), None, "record removed");
@@ -99,15 +106,17 @@ fn lease_outlives_a_killed_registrar_only_until_its_ttl() {
     wait_registered(&etcd, &s);
     let lease = etcd.etcdctl(&["get", &s.key, "-w", "json"]);
     assert!(lease.contains("\"lease\":"), "record bound to a lease: {lease}");
-    // Kept alive past its TTL while the registrar runs.
-    std::thread::sleep(Duration::from_secs(7));
-    assert!(etcd.get(&s.key).is_some(), "lease kept alive: {}", s.registrar.log());
+    // Kept alive past its TTL while the registrar runs: a period in which the record must not go away, so it
+    // is checked throughout, for longer than the 5s TTL.
+    holds_for(Duration::from_secs(6), || {
+        assert!(etcd.get(&s.key).is_some(), "lease not kept alive: {}", s.registrar.log());
+    });
 
-    let exporter = exporter_pid(s.port);
+    let exporter = exporter_pid(&s);
     s.registrar.signal("KILL");
     assert!(etcd.get(&s.key).is_some(), "still there right after the kill");
     eventually("the lease to expire", Duration::from_secs(15), || etcd.get(&s.key).is_none().then_some(()));
-    let _ = Command::new("kill").args(["-KILL", &exporter]).status();
+    kill_pid(exporter);
 }
 
 #[test]
@@ -125,7 +134,9 @@ fn registers_once_etcd_comes_back_after_a_boot_without_it() {
     let endpoint = format!("http://127.0.0.1:{port}");
     let mut s = start_on(&endpoint, "late", &[], node_exporter_args());
     eventually("the exporter to listen", Duration::from_secs(10), || listening(s.port).then_some(()));
-    std::thread::sleep(Duration::from_secs(2));
+    // Two failed attempts to register: the registrar retries rather than giving up with the exporter.
+    s.registrar.wait_for_log_count("cannot register in etcd; retrying", 2, Duration::from_secs(20));
+    assert!(listening(s.port), "the exporter still listens: {}", s.registrar.log());
     assert!(s.registrar.is_running(), "the exporter keeps running while etcd is away: {}", s.registrar.log());
     let etcd = Etcd::start_on_port(port);
     wait_registered(&etcd, &s);
@@ -137,19 +148,26 @@ fn registers_once_etcd_comes_back_after_a_boot_without_it() {
 #[test]
 fn lease_mode_survives_an_outage_longer_than_the_ttl() {
     let mut cluster = EtcdCluster::start(1);
-    let s = start_on(&cluster.endpoints(), "outage", &["--lease-ttl", "3s"], node_exporter_args());
+    let mut s = start_on(&cluster.endpoints(), "outage", &["--lease-ttl", "3s"], node_exporter_args());
     let get = |cluster: &EtcdCluster| cluster.etcdctl(&["get", "--print-value-only", &s.key]).trim().to_string();
     eventually("registered", Duration::from_secs(20), || (!get(&cluster).is_empty()).then_some(()));
+    let retries_before = s.registrar.log().matches("cannot register in etcd; retrying").count();
     cluster.kill(0);
-    std::thread::sleep(Duration::from_secs(8));
+    // The registrar notices the outage, and the outage then outlasts the 3s TTL: a period that is the point of
+    // the test, during which the registrar and its exporter must keep running.
+    s.registrar.wait_for_log_count("cannot register in etcd; retrying", retries_before + 1, Duration::from_secs(10));
+    let port = s.port;
+    holds_for(Duration::from_secs(4), || {
+        assert!(s.registrar.is_running() && listening(port), "the exporter supervised through the outage");
+    });
     cluster.restart(0);
     eventually("etcd back", Duration::from_secs(20), || cluster.try_etcdctl(&["endpoint", "health"]).ok());
     eventually("registered again", Duration::from_secs(20), || (!get(&cluster).is_empty()).then_some(()));
-    // Held, not a leftover: still there after several TTLs.
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_millis(1000));
+    // Held, not a leftover: a record under a lease nobody keeps alive is gone one TTL (3s) after etcd is back,
+    // so the record must stay throughout more than two TTLs.
+    holds_for(Duration::from_secs(7), || {
         assert!(!get(&cluster).is_empty(), "the record must stay while the exporter runs: {}", s.registrar.log());
-    }
+    });
 }
 
 #[test]
@@ -162,15 +180,20 @@ fn lease_mode_survives_a_leader_change() {
     eventually("registered", Duration::from_secs(20), || present(&cluster).unwrap_or(false).then_some(()));
     let leader = cluster.leader();
     cluster.kill(leader);
-    let deadline = std::time::Instant::now() + Duration::from_secs(12);
-    while std::time::Instant::now() < deadline {
-        // Reads can fail while a new leader is elected; a read that succeeds must find the record.
-        if let Ok(found) = present(&cluster) {
-            assert!(found, "the record vanished after the leader died: {}", s.registrar.log());
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    assert_eq!(present(&cluster), Ok(true));
+    // The record must stay through the election and for more than two TTLs after it (a lease nobody kept alive
+    // would be gone within one).
+    let still_there = |cluster: &EtcdCluster| {
+        // A failed read says nothing; a read that succeeds must find the record.
+        let found = present(cluster).unwrap_or(true);
+        assert!(found, "the record vanished after the leader died: {}", s.registrar.log());
+    };
+    eventually("a new leader", Duration::from_secs(20), || {
+        still_there(&cluster);
+        cluster.try_leader().filter(|&new| new != leader)
+    });
+    holds_for(Duration::from_secs(7), || still_there(&cluster));
+    let found = present(&cluster).unwrap_or_else(|e| panic!("etcd after the election: {e}"));
+    assert!(found, "the record is there: {}", s.registrar.log());
 }
 
 #[test]
