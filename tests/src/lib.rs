@@ -6,6 +6,7 @@ pub mod dig;
 pub mod etcd;
 pub mod netns;
 pub mod process;
+pub mod promtool;
 pub mod tls;
 
 use std::net::{TcpListener, UdpSocket};
@@ -16,6 +17,7 @@ pub use dig::{Dig, dig};
 pub use etcd::{Etcd, EtcdCluster};
 pub use netns::Netns;
 pub use process::{Process, pid_alive};
+pub use promtool::promtool;
 
 /// A loopback port that is free for both TCP and UDP right now, and never handed out twice in one test
 /// process. Ports come from below Linux's ephemeral range (32768 and up), so no outgoing connection can take

@@ -749,38 +749,11 @@ mod tests {
     /// Parse verdict of `promtool check metrics`: exit 0 is clean, 3 is lint problems only (parsed fine), 1 with
     /// "error while linting" is a parse error.
     fn promtool_accepts(body: &[u8]) -> bool {
-        use std::io::{Read, Write};
-        use std::process::{Command, Stdio};
-        use std::time::{Duration, Instant};
-        let mut child = match Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(error) => panic!("cannot run promtool ({error}): install Debian's `prometheus` package"),
-        };
-        // Bodies are small, so the write cannot block on a full pipe; dropping stdin sends EOF.
-        child.stdin.take().expect("stdin").write_all(body).expect("write to promtool");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for promtool") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("promtool took over 20 s on {}", show(body));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        let mut stderr = String::new();
-        child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read promtool's stderr");
-        match status.code() {
+        let (code, printed) = promsd_tests::promtool(&["check", "metrics"], body);
+        match code {
             Some(0 | 3) => true,
-            Some(1) if stderr.contains("error while linting") => false,
-            _ => panic!("promtool: unexpected {status} on {}: {stderr}", show(body)),
+            Some(1) if printed.contains("error while linting") => false,
+            _ => panic!("promtool: unexpected exit {code:?} on {}: {printed}", show(body)),
         }
     }
 

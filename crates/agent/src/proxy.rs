@@ -248,8 +248,6 @@ fn index(request: &Request<Incoming>, loaded: &Loaded) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
@@ -257,19 +255,8 @@ mod tests {
 
     use super::{AgentCounts, agent_registry, constant_time_eq};
 
-    /// `promtool check metrics` on `body`: its exit code and what it printed. A missing promtool fails.
     fn promtool(body: &str) -> (Option<i32>, String) {
-        let mut promtool = Command::new("/usr/bin/promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("/usr/bin/promtool runs (the Debian package prometheus has it)");
-        promtool.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("write to promtool");
-        let output = promtool.wait_with_output().expect("promtool finishes");
-        let printed = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-        (output.status.code(), printed)
+        promsd_tests::promtool(&["check", "metrics"], body.as_bytes())
     }
 
     #[test]

@@ -75,26 +75,13 @@ impl Collector for StatusCollector {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
 
     use promsd_web::metrics::{Format, encode};
 
     use super::*;
 
-    /// `promtool check metrics` on `body`: its exit code and what it printed. A missing promtool fails.
     fn promtool(body: &str) -> (Option<i32>, String) {
-        let mut promtool = Command::new("/usr/bin/promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("/usr/bin/promtool runs (the Debian package prometheus has it)");
-        promtool.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("write to promtool");
-        let output = promtool.wait_with_output().expect("promtool finishes");
-        let printed = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-        (output.status.code(), printed)
+        promsd_tests::promtool(&["check", "metrics"], body.as_bytes())
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `/metrics`: query counters by transport, type and rcode, the duration histogram, and the view's state.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+
 use std::time::Duration;
 
 use promsd_tests::Etcd;
@@ -114,19 +114,8 @@ fn the_dashboard_uses_real_metrics() {
     assert!(used >= 10, "the dashboard shows dnsd's metrics ({used})");
 }
 
-/// Runs `/usr/bin/promtool args` on `body`: its exit code and what it printed.
 fn promtool(args: &[&str], body: &str) -> (Option<i32>, String) {
-    let mut promtool = Command::new("/usr/bin/promtool")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("/usr/bin/promtool runs (the Debian package prometheus has it)");
-    promtool.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("write to promtool");
-    let output = promtool.wait_with_output().expect("promtool finishes");
-    let printed = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    (output.status.code(), printed)
+    promsd_tests::promtool(args, body.as_bytes())
 }
 
 /// The sample lines without their values, sorted, with `le` by value: what series a body has. The formats
