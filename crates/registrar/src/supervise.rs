@@ -65,7 +65,7 @@ pub async fn supervise(
     let code = exit_code(exit);
     tracing::info!(code, "exporter exited");
     if let Some(keeper) = keeper {
-        keeper.release(timeout).await;
+        keeper.release(timeout.min(promsd_registration::keeper::RELEASE_TIMEOUT)).await;
     }
     Ok(code)
 }

@@ -18,8 +18,10 @@ use crate::store::Store;
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How long removing a record at the end may take; the caller's stop must not wait on a dead etcd.
-pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long removing a record at the end may take, revoke and delete together: a stop must not wait on a
+/// dead etcd (systemd's and the bound is 5 s). A leased record that could not be removed expires
+/// with its lease.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Why one attempt to keep a record registered ended; logged, then retried with backoff.
 #[derive(Debug, Error)]
@@ -65,12 +67,21 @@ impl Keeper {
         &self.status
     }
 
-    /// Stops keeping the record and removes it (revoking its lease), within `timeout`.
+    /// Stops keeping the record and removes it (revoking its lease), all within `timeout`.
     pub async fn release(self, timeout: Duration) {
         self.stop.cancel();
         let _ = self.task.await;
         let lease = self.status.lease.lock().ok().and_then(|l| *l);
-        deregister(Store::new(self.etcd, timeout), &self.registration, lease).await;
+        let store = Store::new(self.etcd, timeout);
+        if tokio::time::timeout(timeout, deregister(store, &self.registration, lease)).await.is_err() {
+            let key = &self.registration.key;
+            match lease {
+                Some(lease) => {
+                    tracing::error!(%key, lease, ?timeout, "cannot deregister in time; the record goes when its lease expires")
+                }
+                None => tracing::error!(%key, ?timeout, "cannot deregister in time; the record stays until removed"),
+            }
+        }
         self.status.registered.store(false, Ordering::Relaxed);
     }
 }

@@ -4,6 +4,7 @@ mod agent;
 mod isolation;
 mod oneshot;
 mod parity;
+mod stopping;
 mod supervise;
 mod webconfig;
 
