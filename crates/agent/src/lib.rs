@@ -34,6 +34,9 @@ pub enum AgentError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Registration(#[from] RegistrationError),
+    /// The `etcd` section has what no retry can fix (a malformed endpoint, an unreadable file).
+    #[error("{path}: etcd: {source}")]
+    Etcd { path: std::path::PathBuf, source: promsd_common::EtcdError },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -74,9 +77,11 @@ impl ConfigSource {
         Ok(config)
     }
 
-    /// The configuration with every module's backend built.
-    pub fn load_modules(&self) -> Result<Loaded, ConfigError> {
-        Loaded::new(self.load()?)
+    /// The configuration with every module's backend built and its etcd settings checked.
+    pub fn load_modules(&self) -> Result<Loaded, AgentError> {
+        let config = self.load()?;
+        config.etcd_args().check().map_err(|source| AgentError::Etcd { path: self.path.clone(), source })?;
+        Ok(Loaded::new(config)?)
     }
 }
 
@@ -115,7 +120,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = hup.recv() => {}
         }
-        let (loaded, wanted) = match source.load_modules().map_err(AgentError::from).and_then(|loaded| {
+        let (loaded, wanted) = match source.load_modules().and_then(|loaded| {
             let wanted = registrations(&loaded.config, port)?;
             Ok((loaded, wanted))
         }) {

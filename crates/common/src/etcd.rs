@@ -84,17 +84,34 @@ impl EtcdArgs {
         if let Some(domain) = &self.discovery_srv {
             return Ok(discovery::etcd_client_endpoints(domain, self.discovery_srv_name.as_deref()).await?);
         }
+        self.given_endpoints()
+    }
+
+    /// `--endpoints`, checked: each an http(s) URL with a host (etcdctl's default when none is given).
+    fn given_endpoints(&self) -> Result<Vec<String>, EtcdError> {
         let endpoints: Vec<String> =
             self.endpoints.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
         if endpoints.is_empty() {
             return Ok(vec![DEFAULT_ENDPOINT.to_string()]);
         }
         for endpoint in &endpoints {
-            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) || endpoint.contains(' ') {
+            let uri = endpoint.parse::<http::Uri>().ok();
+            let scheme_ok = uri.as_ref().and_then(|u| u.scheme_str()).is_some_and(|s| s == "http" || s == "https");
+            let host_ok = uri.as_ref().and_then(|u| u.host()).is_some_and(|h| !h.is_empty());
+            if !scheme_ok || !host_ok || endpoint.contains(' ') {
                 return Err(EtcdError::Endpoint(endpoint.clone()));
             }
         }
         Ok(endpoints)
+    }
+
+    /// Checks what no retry can fix, so a daemon can refuse to start with one line instead of retrying
+    /// forever: the endpoints' form, and the files and credentials a connection needs.
+    pub fn check(&self) -> Result<(), EtcdError> {
+        if self.discovery_srv.is_none() {
+            self.given_endpoints()?;
+        }
+        self.connect_options().map(|_| ())
     }
 
     /// Client options: credentials, TLS, and keepalives so a dead connection is noticed.

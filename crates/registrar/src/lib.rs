@@ -36,6 +36,9 @@ pub enum Error {
     Listen { address: std::net::SocketAddr, source: std::io::Error },
     #[error("registrar run needs --port to tell when the exporter is up")]
     NoPort,
+    /// etcd settings no retry can fix: refused before the exporter is started.
+    #[error(transparent)]
+    Etcd(#[from] promsd_common::EtcdError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -96,6 +99,7 @@ pub async fn execute(cli: Cli) -> Result<i32, Error> {
             if registration.service.port == 0 {
                 return Err(Error::NoPort);
             }
+            args.set.location.etcd.check()?;
             let status = Arc::new(Status::default());
             if let Some(address) = args.web_listen_address {
                 let web = web_source(args.web_config_file.as_deref())?;

@@ -46,6 +46,9 @@ pub enum ConfigError {
     /// error stays one line.
     #[error("{0}")]
     WebConfig(WebConfigError),
+    /// etcd settings no retry can fix (a malformed endpoint, an unreadable CA): refused at start.
+    #[error("{0}")]
+    Etcd(promsd_common::EtcdError),
 }
 
 /// Authoritative DNS for the SkyDNS records in etcd, answered from memory.
@@ -175,6 +178,7 @@ impl Cli {
             etcd.cert = etcd.cert.or_else(|| tls.cert.clone());
             etcd.key = etcd.key.or_else(|| tls.key.clone());
         }
+        etcd.check().map_err(ConfigError::Etcd)?;
         let path = self.path.or(file.path).unwrap_or_else(|| "/skydns".into());
         let zones = if self.zones.is_empty() { file.zones } else { self.zones };
         let bounds = LeaseBounds {

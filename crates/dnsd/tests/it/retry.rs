@@ -66,3 +66,33 @@ fn etcd_dying_under_a_running_dnsd_is_retried_with_backoff() {
     let span = seen[before + 5] - seen[before];
     assert!(span >= SIX_STEPS_AT_LEAST, "six attempts in {span:?}:\n{}", process.log());
 }
+
+/// What no retry can fix stops dnsd at once with one line naming it, instead of a retry loop.
+#[test]
+fn settings_no_retry_can_fix_stop_dnsd_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (args, expected) in [
+        (vec!["--endpoints", "127.0.0.1:2379"], "invalid endpoint \"127.0.0.1:2379\""),
+        (vec!["--endpoints", "http://"], "invalid endpoint \"http://\""),
+        (vec!["--cacert", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
+        (vec!["--cert", "/nonexistent/c.pem"], "--cert and --key must be given together"),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dnsd"));
+        command
+            .args(["--zone", "prom.local"])
+            .args(["--dns.listen-address", &format!("127.0.0.1:{}", free_port())])
+            .args(["--web.listen-address", &format!("127.0.0.1:{}", free_port())])
+            .args(&args)
+            .env_remove("ETCDCTL_ENDPOINTS")
+            .env_remove("RUST_BACKTRACE");
+        let mut process = Process::spawn("dnsd", command, &dir.path().join("dnsd.log"));
+        let status = process.wait_timeout(Duration::from_secs(5)).unwrap_or_else(|| {
+            panic!("dnsd {args:?} still runs after 5 s:\n{}", process.log());
+        });
+        assert!(!status.success(), "dnsd {args:?} exited successfully");
+        let log = process.log();
+        let last = log.lines().last().unwrap_or_default();
+        assert!(last.contains(expected), "dnsd {args:?}: the last line names {expected:?}:\n{log}");
+        std::fs::remove_file(dir.path().join("dnsd.log")).expect("rm log");
+    }
+}

@@ -1,6 +1,7 @@
 //! registrar as its users run it: the real binary against a real etcd, with real node exporters.
 
 mod agent;
+mod fatal;
 mod isolation;
 mod oneshot;
 mod parity;
