@@ -8,5 +8,6 @@ mod metrics;
 mod retry;
 mod robustness;
 mod server;
+mod signals;
 mod store;
 mod webconfig;
