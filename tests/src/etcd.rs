@@ -28,6 +28,12 @@ impl Etcd {
         Self::start_on(None, client_port, free_port())
     }
 
+    /// Starts etcd on 127.0.0.1 with chosen client and peer ports: a wiped etcd started again on the ports of
+    /// an old one is a new cluster with the same cluster ID.
+    pub fn start_on_ports(client_port: u16, peer_port: u16) -> Self {
+        Self::start_on(None, client_port, peer_port)
+    }
+
     /// Starts etcd inside `netns` on the given client port (the namespace has its ports to itself).
     pub fn start_in(netns: &Netns, client_port: u16) -> Self {
         Self::start_on(Some(netns), client_port, client_port + 1)

@@ -58,13 +58,16 @@ pub async fn follow(etcd: EtcdArgs, store: Arc<Store>, shutdown: CancellationTok
     let mut reload = true;
     let mut backoff = Backoff::new(FIRST_RETRY, MAX_BACKOFF);
     let mut attempts = 0;
+    // The cluster the view was loaded from, to notice a replaced or restored etcd on reconnect.
+    let mut cluster = None;
     while !shutdown.is_cancelled() {
         // After a failure, the next endpoint in turn: a dead member cannot take every attempt.
         match etcd.connect_attempt(attempts).await {
             Ok((mut client, endpoints)) => {
                 let endpoints = endpoints.join(",");
                 let mut watched = false;
-                let result = session(&mut client, &store, &mut writer, &mut reload, &mut watched, &shutdown).await;
+                let mut follow = Session { reload: &mut reload, watched: &mut watched, cluster: &mut cluster };
+                let result = session(&mut client, &store, &mut writer, &mut follow, &shutdown).await;
                 store.health.set_connected(false);
                 // Only a session that got as far as watching was progress; a failed reconnect keeps backing off.
                 if watched {
@@ -99,21 +102,34 @@ async fn wait(delay: Duration, shutdown: &CancellationToken) {
     }
 }
 
+/// What one session reads and leaves for the next.
+struct Session<'a> {
+    /// Read the whole prefix before watching: no view yet, a compacted revision, or another cluster.
+    reload: &'a mut bool,
+    /// Set once a watch was established (progress, for the backoff).
+    watched: &'a mut bool,
+    /// The cluster ID the view was loaded from.
+    cluster: &'a mut Option<u64>,
+}
+
 /// One connection's worth of following: load when needed, then watch until it breaks.
 async fn session(
     client: &mut Client,
     store: &Store,
     writer: &mut Writer,
-    reload: &mut bool,
-    watched: &mut bool,
+    follow: &mut Session<'_>,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let prefix = store.catalog().prefix.range_prefix();
+    let (reload, watched) = (&mut *follow.reload, &mut *follow.watched);
+    if !*reload && replaced(client, &prefix, writer, *follow.cluster).await? {
+        *reload = true;
+    }
     loop {
         if *reload {
             let started = Instant::now();
             let kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
-            load(kv, &prefix, writer, started).await?;
+            *follow.cluster = load(kv, &prefix, writer, started).await?;
             *reload = false;
             let took = started.elapsed();
             tracing::info!(keys = writer.len(), revision = writer.revision(), ?took, "loaded the view from etcd");
@@ -171,13 +187,44 @@ async fn session(
     }
 }
 
+/// Whether the etcd reached now is not the one the view follows: another cluster ID (wiped and recreated),
+/// or a revision behind the view's (restored from an older snapshot). A watch resumed there would wait for a
+/// revision that is not coming, or mix two histories; the prefix is read again instead. A restored cluster
+/// that keeps its ID and has already written past the view's revision cannot be told apart here.
+async fn replaced(
+    client: &mut Client,
+    prefix: &str,
+    writer: &Writer,
+    cluster: Option<u64>,
+) -> Result<bool, SessionError> {
+    let options = GetOptions::new().with_prefix().with_count_only();
+    let response = tokio::time::timeout(LOAD_TIMEOUT, client.get(prefix, Some(options)))
+        .await
+        .map_err(|_| SessionError::Timeout(prefix.to_string()))??;
+    let Some(header) = response.header() else { return Ok(false) };
+    let (now, revision) = (header.cluster_id(), header.revision());
+    let other = cluster.is_some_and(|c| c != now);
+    let behind = revision < writer.revision();
+    if other || behind {
+        tracing::warn!(
+            cluster = format!("{:x}", cluster.unwrap_or_default()),
+            now = format!("{now:x}"),
+            revision = writer.revision(),
+            etcd_revision = revision,
+            "etcd was replaced or restored; reloading the whole prefix (the old view answers until then)"
+        );
+    }
+    Ok(other || behind)
+}
+
 /// Reads the whole prefix at one revision, page by page, parsing each page while the next one is read, and
-/// publishes the result as one snapshot.
-async fn load(kv: KvClient, prefix: &str, writer: &mut Writer, started: Instant) -> Result<(), SessionError> {
+/// publishes the result as one snapshot. Returns the ID of the cluster it was read from.
+async fn load(kv: KvClient, prefix: &str, writer: &mut Writer, started: Instant) -> Result<Option<u64>, SessionError> {
     let end = promsd_common::etcd::range_end(prefix.as_bytes());
     let first = Page { from: prefix.as_bytes().to_vec(), end: end.clone(), revision: None, limit: FIRST_PAGE };
     let mut page = read_page(kv.clone(), first, prefix).await?;
     let revision = page.header().map(|h| h.revision()).unwrap_or_default();
+    let cluster = page.header().map(|h| h.cluster_id());
     // A quarter of the keys per page, within bounds: few pages, each well below the memory of the whole.
     let limit = (page.count() / 4).clamp(FIRST_PAGE, MAX_PAGE);
     let mut load = writer.begin_load(revision);
@@ -199,7 +246,7 @@ async fn load(kv: KvClient, prefix: &str, writer: &mut Writer, started: Instant)
         }
     }
     writer.finish_load(load, started.elapsed());
-    Ok(())
+    Ok(cluster)
 }
 
 /// One range request of a load.

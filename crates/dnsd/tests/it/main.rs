@@ -5,6 +5,7 @@ mod conformance;
 mod corefile;
 mod following;
 mod metrics;
+mod replaced;
 mod retry;
 mod robustness;
 mod server;

@@ -1,0 +1,37 @@
+//! etcd replaced under dnsd: a new cluster on the same URL (wiped and restarted: lower revision, other keys)
+//! is noticed on reconnect and loaded whole; the old cluster's records do not linger.
+
+use promsd_tests::Etcd;
+
+use crate::server::{Dnsd, ZONE};
+
+/// `same_id`: the new etcd has the old one's name and peer URL too, so its cluster ID is the same and only
+/// its lower revision tells it apart (a wiped data directory, or a restore of an older snapshot).
+fn replaced_cluster_is_loaded_whole(same_id: bool) {
+    let (port, peer) = (promsd_tests::free_port(), promsd_tests::free_port());
+    let old = Etcd::start_on_ports(port, peer);
+    // A revision the new cluster will not reach soon.
+    for i in 0..30 {
+        old.put("/skydns/local/prom/node/old", &format!(r#"{{"host":"10.0.0.1","port":{}}}"#, 9000 + i));
+    }
+    let dnsd = Dnsd::start(&old.endpoint, &[ZONE]);
+    dnsd.dig_until(&["SRV", "node.prom.local"], |d| d.answer.iter().any(|a| a.contains("9029 old.node")));
+    drop(old); // stopped, its data directory gone
+
+    let new = if same_id { Etcd::start_on_ports(port, peer) } else { Etcd::start_on_port(port) };
+    new.put("/skydns/local/prom/node/new", r#"{"host":"10.0.0.2","port":9100}"#);
+    let answer = dnsd.dig_until(&["SRV", "node.prom.local"], |d| {
+        d.answer.iter().any(|a| a.contains("new.node")) && !d.answer.iter().any(|a| a.contains("old.node"))
+    });
+    assert_eq!(answer.answer, ["node.prom.local. 300 IN SRV 10 100 9100 new.node.prom.local."]);
+}
+
+#[test]
+fn a_new_cluster_on_the_same_url_is_loaded_whole() {
+    replaced_cluster_is_loaded_whole(false);
+}
+
+#[test]
+fn a_wiped_cluster_with_the_same_id_is_loaded_whole() {
+    replaced_cluster_is_loaded_whole(true);
+}
