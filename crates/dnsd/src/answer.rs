@@ -135,11 +135,13 @@ impl<'a> Resolver<'a> {
         answer
     }
 
-    /// The record TTL of an entry: its `ttl`, its lease's remaining time (clamped), or 300.
+    /// The record TTL of an entry: its `ttl`, its lease's remaining time (clamped), or 300. A leased key whose
+    /// lease time is not known yet, or whose last known time has run out (it is being kept alive: the key is
+    /// still there), answers the minimum: never more than the lease may have left, never 300.
     fn ttl(&self, entry: &Entry) -> u32 {
         let lease = if entry.lease != 0 {
             self.timed.set(true);
-            self.leases.remaining(entry.lease)
+            Some(self.leases.remaining(entry.lease).unwrap_or(0))
         } else {
             None
         };

@@ -168,5 +168,6 @@ mod tests {
         assert_eq!(ttl(0, Some(100_000), bounds), 86400, "clamped to max-lease-ttl");
         assert_eq!(ttl(60, Some(3600), bounds), 60, "the smaller of the two");
         assert_eq!(ttl(7200, Some(3600), bounds), 3600);
+        assert_eq!(ttl(0, Some(0), bounds), 30, "a lease whose time is unknown or ran out: the minimum");
     }
 }

@@ -260,12 +260,36 @@ fn ttls_from_values_and_leases() {
     // The 1h lease: its remaining time, just under an hour.
     let long_ttl = eventually("the long lease's TTL", Duration::from_secs(10), || {
         let ttl = ttl_of("long.ttl.prom.local");
-        (ttl != 300).then_some(ttl)
+        assert!(ttl <= 3600, "never more than the lease has: {ttl}");
+        (ttl > 30).then_some(ttl)
     });
     assert!((3500..=3600).contains(&long_ttl), "{long_ttl}");
     assert_eq!(ttl_of("both.ttl.prom.local"), 20, "the smaller of lease and value");
     assert_eq!(ttl_of("value.ttl.prom.local"), 45);
     assert_eq!(ttl_of("none.ttl.prom.local"), 300);
+}
+
+/// A lease kept alive (as `registrar run --lease-ttl 3s` keeps its own) answers the clamped minimum the whole
+/// time: it used to flip to 300 once the remaining time read at first had run out.
+#[test]
+fn a_kept_alive_short_lease_never_flips_to_300() {
+    let etcd = Etcd::start();
+    let out = etcd.etcdctl(&["lease", "grant", "3"]);
+    let id = out.split_whitespace().nth(1).expect("lease id").to_string();
+    etcd.etcdctl(&["put", "--lease", &id, "/skydns/local/prom/kept/a", r#"{"host":"10.0.0.1"}"#]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut keep_alive = std::process::Command::new("etcdctl");
+    keep_alive.env("ETCDCTL_API", "3").args(["--endpoints", &etcd.endpoint, "lease", "keep-alive", &id]);
+    let _keeper = promsd_tests::Process::spawn("etcdctl keep-alive", keep_alive, &dir.path().join("keep.log"));
+    let dnsd = Dnsd::start_args(&["--endpoints", &etcd.endpoint, "--zone", "prom.local"]);
+    let ttl_of = || -> Option<u32> {
+        let answer = dnsd.dig(&["A", "a.kept.prom.local"]).answer;
+        answer.first().and_then(|r| r.split(' ').nth(1)).and_then(|t| t.parse().ok())
+    };
+    // Longer than the lease's TTL, so the first remaining time read runs out meanwhile.
+    promsd_tests::holds_for(Duration::from_secs(6), || {
+        assert_eq!(ttl_of(), Some(30), "the kept-alive record's TTL");
+    });
 }
 
 #[test]
