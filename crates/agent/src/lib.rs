@@ -50,7 +50,12 @@ pub fn registrations(config: &AgentConfig, port: u16) -> Result<Vec<Registration
         .map(|module| {
             let identity = Identity { service: module.clone(), instance: config.instance.clone() };
             let key = key_for(&location, &identity)?;
-            let service = Service { host: config.address.clone(), port: i64::from(port), ..Service::default() };
+            let service = Service {
+                host: config.address.clone(),
+                port: i64::from(port),
+                owner: promsd_registration::owner(),
+                ..Service::default()
+            };
             Ok(Registration { key, service })
         })
         .collect()

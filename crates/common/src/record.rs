@@ -35,6 +35,10 @@ pub struct Service {
     pub targetstrip: i64,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub group: String,
+    /// promsd's own field: which host's registrar wrote the record (its /etc/machine-id), so a registrar can
+    /// tell a record it must restore from one another host took. CoreDNS and external-dns ignore it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub owner: String,
 }
 
 fn is_zero(v: &i64) -> bool {

@@ -95,7 +95,11 @@ pub async fn execute(cli: Cli) -> Result<i32, Error> {
         }
         Command::Run(args) => {
             let location = args.set.location.location()?;
-            let registration = Registration::new(&location, &args.set.identity.identity(), &args.set.value.value())?;
+            let mut registration =
+                Registration::new(&location, &args.set.identity.identity(), &args.set.value.value())?;
+            // A kept record names its owner, so another host's registrar taking the name is told apart from
+            // an edit or a deletion (which are undone).
+            registration.service.owner = promsd_registration::owner();
             if registration.service.port == 0 {
                 return Err(Error::NoPort);
             }

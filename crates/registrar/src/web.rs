@@ -69,6 +69,24 @@ impl Collector for StatusCollector {
         gauge(e, "registrar_lease_ttl_seconds", "TTL of the lease the record is bound to (0: no lease).", ttl)?;
         let held = s.lease.lock().ok().and_then(|l| *l).is_some();
         gauge(e, "registrar_lease_held", "Whether a lease is held for the record.", i64::from(held))?;
+        gauge(
+            e,
+            "registrar_record_yielded",
+            "Whether another host's registrar holds the record's key (a clone or a duplicate instance name).",
+            flag(&s.yielded),
+        )?;
+        counter(
+            e,
+            "registrar_record_conflicts",
+            "Times another host's registrar took the record's key.",
+            count(&s.conflicts),
+        )?;
+        counter(
+            e,
+            "registrar_record_restores",
+            "Times the record was found deleted or overwritten in etcd and written again.",
+            count(&s.restores),
+        )?;
         build_info(e, "registrar_build_info", "registrar's version.", env!("CARGO_PKG_VERSION"))
     }
 }
@@ -99,6 +117,9 @@ mod tests {
             "registrar_lease_grants_total 1",
             "registrar_lease_ttl_seconds 5",
             "registrar_lease_held 1",
+            "registrar_record_yielded 0",
+            "registrar_record_conflicts_total 0",
+            "registrar_record_restores_total 0",
             &format!("registrar_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION")),
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");

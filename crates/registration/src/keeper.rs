@@ -39,6 +39,8 @@ enum KeepError {
     LeaseExpired(i64),
     #[error("lease keepalive stream closed")]
     KeepaliveClosed,
+    #[error("the watch on the record closed")]
+    WatchClosed,
 }
 
 /// A record being kept, with what stops it.
@@ -107,11 +109,20 @@ async fn keep_registered(
             let (mut client, endpoints) = etcd.connect_attempt(attempts).await?;
             match lease_ttl {
                 None => {
-                    call(Duration::from_secs(5), client.put(registration.key.as_str(), value.as_str(), None)).await?;
-                    status.wrote();
-                    tracing::info!(key = %registration.key, %value, endpoints = %endpoints.join(","), "registered");
-                    stop.cancelled().await;
-                    Ok(())
+                    let limit = Duration::from_secs(5);
+                    let key = registration.key.as_str();
+                    let from = claim(&mut client, key, &value, None, &status, limit).await?;
+                    tracing::info!(%key, %value, endpoints = %endpoints.join(","), "registered");
+                    let mut guard = Guard::watch(&mut client, key, from, limit).await?;
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => return Ok(()),
+                            changed = guard.next() => {
+                                let changes = changed?;
+                                react(&mut client, key, &value, None, &status, changes, limit).await?;
+                            }
+                        }
+                    }
                 }
                 Some(ttl) => hold_lease(&mut client, &registration.key, &value, ttl, &status, &stop).await,
             }
@@ -164,25 +175,19 @@ async fn hold_lease(
     let (id, mut keeper, mut responses) = match kept {
         Some(kept) => {
             // The lease survived; make sure the record is still the one we wrote under it.
-            let current = call(limit, client.get(key, None)).await?;
-            let intact = current.kvs().first().is_some_and(|kv| kv.value() == value.as_bytes() && kv.lease() == kept.0);
-            if !intact {
-                call(limit, client.put(key, value, Some(PutOptions::new().with_lease(kept.0)))).await?;
-                status.wrote();
-            }
             tracing::info!(%key, lease = kept.0, "lease kept alive after reconnecting");
             kept
         }
         None => {
             let id = call(limit, client.lease_grant(ttl_secs, None)).await?.id();
             status.granted(id, ttl_secs);
-            call(limit, client.put(key, value, Some(PutOptions::new().with_lease(id)))).await?;
-            status.wrote();
             tracing::info!(%key, %value, lease = id, ttl = ttl_secs, "registered with lease");
             let (keeper, responses) = call(limit, client.lease_keep_alive(id)).await?;
             (id, keeper, responses)
         }
     };
+    let from = claim(client, key, value, Some(id), status, limit).await?;
+    let mut guard = Guard::watch(client, key, from, limit).await?;
     let mut tick = tokio::time::interval(Duration::from_secs((ttl_secs as u64 / 3).max(1)));
     let mut last_answer = tokio::time::Instant::now();
     loop {
@@ -199,8 +204,139 @@ async fn hold_lease(
                 Some(_) => return Err(KeepError::LeaseExpired(id)),
                 None => return Err(KeepError::KeepaliveClosed),
             },
+            changed = guard.next() => {
+                let changes = changed?;
+                react(client, key, value, Some(id), status, changes, limit).await?;
+            }
         }
     }
+}
+
+/// The key as etcd holds it, after a change or when (re)connecting.
+enum Seen {
+    Deleted,
+    Value(Vec<u8>),
+}
+
+/// Writes the record unless another owner holds the key (then this keeper has yielded); returns the revision
+/// to watch the key from.
+async fn claim(
+    client: &mut Client,
+    key: &str,
+    value: &str,
+    lease: Option<i64>,
+    status: &Status,
+    limit: Duration,
+) -> Result<i64, KeepError> {
+    let current = call(limit, client.get(key, None)).await?;
+    let revision = current.header().map(|h| h.revision()).unwrap_or_default();
+    let seen = match current.kvs().first() {
+        Some(kv) if kv.value() == value.as_bytes() && lease.is_none_or(|id| kv.lease() == id) => {
+            status.wrote();
+            return Ok(revision + 1);
+        }
+        Some(kv) => Seen::Value(kv.value().to_vec()),
+        None => Seen::Deleted,
+    };
+    if status.is_yielded() && matches!(seen, Seen::Value(_)) && foreign_owner(&seen, value).is_some() {
+        return Ok(revision + 1); // still the other owner's: keep yielding, watch for it to go
+    }
+    put(client, key, value, lease, status, limit).await
+}
+
+async fn put(
+    client: &mut Client,
+    key: &str,
+    value: &str,
+    lease: Option<i64>,
+    status: &Status,
+    limit: Duration,
+) -> Result<i64, KeepError> {
+    let options = lease.map(|id| PutOptions::new().with_lease(id));
+    let response = call(limit, client.put(key, value, options)).await?;
+    status.yielded.store(false, Ordering::Relaxed);
+    status.wrote();
+    Ok(response.header().map(|h| h.revision()).unwrap_or_default() + 1)
+}
+
+/// The owner of a value some other registrar wrote at our key (`None`: ours, or a value with no owner, which
+/// the keeper overwrites).
+fn foreign_owner(seen: &Seen, ours: &str) -> Option<String> {
+    let Seen::Value(theirs) = seen else { return None };
+    let theirs = promsd_common::Service::parse(theirs).ok()?;
+    let ours = promsd_common::Service::parse(ours.as_bytes()).ok()?;
+    (!theirs.owner.is_empty() && theirs.owner != ours.owner).then_some(theirs.owner)
+}
+
+/// A watch on the key the keeper holds.
+struct Guard {
+    stream: etcd_client::WatchStream,
+}
+
+impl Guard {
+    async fn watch(client: &mut Client, key: &str, from: i64, limit: Duration) -> Result<Self, KeepError> {
+        let options = etcd_client::WatchOptions::new().with_start_revision(from);
+        let stream = call(limit, client.watch(key, Some(options))).await?;
+        Ok(Self { stream })
+    }
+
+    /// The key's state after the next change etcd reports (the last of a batch).
+    async fn next(&mut self) -> Result<Seen, KeepError> {
+        loop {
+            let Some(response) = self.stream.message().await.map_err(KeepError::Etcd)? else {
+                return Err(KeepError::WatchClosed);
+            };
+            if response.canceled() {
+                return Err(KeepError::WatchClosed);
+            }
+            if let Some(event) = response.events().last() {
+                return Ok(match (event.event_type(), event.kv()) {
+                    (etcd_client::EventType::Put, Some(kv)) => Seen::Value(kv.value().to_vec()),
+                    _ => Seen::Deleted,
+                });
+            }
+        }
+    }
+}
+
+/// What a keeper does when its key changed under it: nothing for its own write; restore a deleted record
+/// or one overwritten with other content; yield (and say so loudly) to another registrar that wrote it,
+/// so two hosts with one name do not overwrite each other forever: the last to register keeps the name.
+async fn react(
+    client: &mut Client,
+    key: &str,
+    value: &str,
+    lease: Option<i64>,
+    status: &Status,
+    seen: Seen,
+    limit: Duration,
+) -> Result<(), KeepError> {
+    if let Seen::Value(current) = &seen
+        && current == value.as_bytes()
+    {
+        return Ok(());
+    }
+    if let Some(owner) = foreign_owner(&seen, value) {
+        if !status.is_yielded() {
+            status.yielded_to();
+            let theirs = match &seen {
+                Seen::Value(v) => String::from_utf8_lossy(v).into_owned(),
+                Seen::Deleted => String::new(),
+            };
+            tracing::error!(
+                %key, ours = %value, %theirs, %owner,
+                "another registrar wrote this record (a cloned host or a duplicate instance name?); \
+                 yielding to it until it is removed: give one of them another --instance"
+            );
+        }
+        return Ok(());
+    }
+    let what = if matches!(seen, Seen::Deleted) { "deleted" } else { "overwritten" };
+    status.registered.store(false, Ordering::Relaxed);
+    put(client, key, value, lease, status, limit).await?;
+    status.restores.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(%key, what, "the record was {what} in etcd; written again");
+    Ok(())
 }
 
 /// One etcd call, bounded in time.
@@ -214,6 +350,8 @@ async fn call<T>(
     }
 }
 
+/// Removes the record: revokes its lease (which deletes it), and deletes the key if it still holds what this
+/// registrar wrote. A record another registrar wrote since (a clone, a duplicate instance) stays.
 pub async fn deregister(store: Store, registration: &Registration, lease: Option<i64>) {
     if let Some(id) = lease {
         // Revoking deletes the key with it; a lease that already expired is fine.
@@ -222,8 +360,10 @@ pub async fn deregister(store: Store, registration: &Registration, lease: Option
             tracing::warn!(lease = id, error = %e, "cannot revoke the lease; it expires by itself");
         }
     }
-    match store.delete(&registration.key).await {
-        Ok(_) => tracing::info!(key = %registration.key, "deregistered"),
-        Err(e) => tracing::error!(key = %registration.key, error = %e, "cannot deregister"),
+    let key = &registration.key;
+    match store.delete_if(key, &registration.service.to_json()).await {
+        Ok(true) => tracing::info!(%key, "deregistered"),
+        Ok(false) => tracing::info!(%key, "deregistered (the key no longer held this registrar's record)"),
+        Err(e) => tracing::error!(%key, error = %e, "cannot deregister"),
     }
 }

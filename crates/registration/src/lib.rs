@@ -13,6 +13,6 @@ pub mod status;
 pub mod store;
 
 pub use keeper::Keeper;
-pub use location::{Identity, Location, RecordValue, Registration, RegistrationError, key_for};
+pub use location::{Identity, Location, RecordValue, Registration, RegistrationError, key_for, owner};
 pub use status::Status;
 pub use store::{Store, StoreError};

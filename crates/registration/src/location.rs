@@ -124,6 +124,21 @@ impl Registration {
     }
 }
 
+/// Who writes the records of this host: `PROMSD_OWNER` when set, else its /etc/machine-id (systemd's stable
+/// host identity), else the host name. Two hosts cloned from one image without a new machine-id look like
+/// one owner.
+pub fn owner() -> String {
+    if let Some(owner) = std::env::var("PROMSD_OWNER").ok().filter(|o| !o.trim().is_empty()) {
+        return owner.trim().to_string();
+    }
+    std::fs::read_to_string("/etc/machine-id")
+        .ok()
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty())
+        .or_else(|| gethostname::gethostname().into_string().ok())
+        .unwrap_or_default()
+}
+
 /// `hostname -s`: the host name up to its first dot.
 fn short_hostname() -> Result<String, RegistrationError> {
     let name = gethostname::gethostname().into_string().map_err(|_| RegistrationError::Hostname("not UTF-8".into()))?;

@@ -15,6 +15,12 @@ pub struct Status {
     pub etcd_errors: AtomicU64,
     pub lease_grants: AtomicU64,
     pub lease_ttl_seconds: AtomicI64,
+    /// Another registrar (another owner) wrote the key: this one yields until the key is deleted.
+    pub yielded: AtomicBool,
+    /// Times another owner was found holding the key.
+    pub conflicts: AtomicU64,
+    /// Times the record was found deleted or overwritten in etcd and written again.
+    pub restores: AtomicU64,
 }
 
 impl Status {
@@ -22,6 +28,17 @@ impl Status {
     pub fn wrote(&self) {
         self.registrations.fetch_add(1, Ordering::Relaxed);
         self.registered.store(true, Ordering::Relaxed);
+    }
+
+    /// Another owner holds the key now.
+    pub fn yielded_to(&self) {
+        self.conflicts.fetch_add(1, Ordering::Relaxed);
+        self.yielded.store(true, Ordering::Relaxed);
+        self.registered.store(false, Ordering::Relaxed);
+    }
+
+    pub fn is_yielded(&self) -> bool {
+        self.yielded.load(Ordering::Relaxed)
     }
 
     /// A new lease was granted.

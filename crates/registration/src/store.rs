@@ -59,6 +59,18 @@ impl Store {
         self.retry(|mut client| async move { client.delete(key, None).await.map(|r| r.deleted() > 0) }).await
     }
 
+    /// Deletes `key` only while it holds `value`, so a registrar never removes a record another one wrote
+    /// since; returns whether it was deleted.
+    pub async fn delete_if(&self, key: &str, value: &str) -> Result<bool, StoreError> {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+        self.retry(|mut client| async move {
+            let txn =
+                Txn::new().when([Compare::value(key, CompareOp::Equal, value)]).and_then([TxnOp::delete(key, None)]);
+            client.txn(txn).await.map(|r| r.succeeded())
+        })
+        .await
+    }
+
     /// Revokes a lease, deleting its keys. A lease that no longer exists is not an error.
     pub async fn revoke(&self, id: i64) -> Result<(), StoreError> {
         self.retry(|mut client| async move {

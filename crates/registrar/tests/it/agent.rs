@@ -107,7 +107,8 @@ modules:
         hang_child = dir.path().join("hang-child.pid").display(),
     );
     let (mut agent, addr) = start_agent(dir.path(), &config);
-    let expected = format!(r#"{{"host":"127.0.0.1","port":{}}}"#, addr.port());
+    let expected =
+        format!(r#"{{"host":"127.0.0.1","port":{},"owner":"{}"}}"#, addr.port(), promsd_registration::owner());
     for module in ["node", "broken", "hang", "slow", "text"] {
         let key = format!("/skydns/local/prom/{module}/host1");
         let value = eventually("the module registered", Duration::from_secs(10), || etcd.get(&key));

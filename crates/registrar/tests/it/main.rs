@@ -1,6 +1,7 @@
 //! registrar as its users run it: the real binary against a real etcd, with real node exporters.
 
 mod agent;
+mod antientropy;
 mod fatal;
 mod isolation;
 mod oneshot;

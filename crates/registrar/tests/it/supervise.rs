@@ -78,7 +78,12 @@ fn registers_when_listening_and_deregisters_when_the_exporter_dies() {
     let slow = format!("sleep 1; exec {}", node_exporter_args().join(" "));
     let mut s = start(&etcd, "slow", &[], vec!["sh".into(), "-c".into(), slow]);
     let value = wait_registered(&etcd, &s);
-    assert_eq!(value, format!(r#"{{"host":"127.0.0.1","port":{}}}"#, s.port));
+    // The record names its owner (this host's machine-id), so another host's registrar taking the name is
+    // told apart from a deletion or an edit.
+    assert_eq!(
+        value,
+        format!(r#"{{"host":"127.0.0.1","port":{},"owner":"{}"}}"#, s.port, promsd_registration::owner())
+    );
 
     kill_pid(exporter_pid(&s));
     let status = s.registrar.wait_timeout(Duration::from_secs(15)).expect("registrar exits with the exporter");
