@@ -14,6 +14,9 @@ use crate::wire::Transport;
 
 /// How long a TCP connection may sit idle between queries (RFC 7766 suggests seconds, not minutes).
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Once a message's length has arrived, the whole message must follow within this (Knot's tcp-io-timeout):
+/// a client that trickles bytes cannot hold a connection slot for long.
+const MESSAGE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Open TCP connections beyond this wait in the kernel's accept queue.
 const MAX_TCP_CONNECTIONS: usize = 1024;
 
@@ -41,10 +44,11 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, server: &Server) {
             _ => return,
         };
         buf.resize(len, 0);
-        if !matches!(tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut buf)).await, Ok(Ok(_))) {
+        if !matches!(tokio::time::timeout(MESSAGE_TIMEOUT, stream.read_exact(&mut buf)).await, Ok(Ok(_))) {
             return;
         }
-        let Some(response) = server.answer(&buf, Transport::Tcp, peer) else { return };
+        // A message that gets no answer (a response, a runt) is skipped: the queries behind it still count.
+        let Some(response) = server.answer(&buf, Transport::Tcp, peer) else { continue };
         let Ok(response_len) = u16::try_from(response.len()) else { return };
         let mut framed = Vec::with_capacity(response.len() + 2);
         framed.extend_from_slice(&response_len.to_be_bytes());

@@ -110,6 +110,12 @@ fn build(request: &Message, resolver: &Resolver<'_>) -> (Message, Reuse) {
         response.metadata.response_code = ResponseCode::Refused;
         return (response, Reuse::default());
     }
+    // Zone transfers are refused until they are configured (an empty NOERROR is a protocol error to every
+    // transfer client).
+    if matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR) {
+        response.metadata.response_code = ResponseCode::Refused;
+        return (response, Reuse::default());
+    }
     let answer = resolver.resolve(query);
     response.metadata.response_code = answer.rcode;
     response.metadata.authoritative = answer.authoritative;

@@ -205,3 +205,75 @@ fn every_kind_of_malformed_value_is_skipped_while_running() {
     assert!(metrics.contains(&format!("dnsd_malformed_entries_skipped_total {}\n", bad.len())), "{metrics}");
     assert_eq!(dnsd.dig(&["+tcp", "SRV", "node.prom.local"]).answer.len(), 3);
 }
+
+/// A query for `name` of type `qtype` as DNS bytes (ID 0x1234, RD).
+fn query(name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(u8::try_from(label.len()).expect("label"));
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, (qtype >> 8) as u8, qtype as u8, 0, 1]);
+    q
+}
+
+fn framed(message: &[u8]) -> Vec<u8> {
+    let mut out = u16::try_from(message.len()).expect("length").to_be_bytes().to_vec();
+    out.extend_from_slice(message);
+    out
+}
+
+fn read_frame(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).expect("length");
+    let mut message = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut message).expect("message");
+    message
+}
+
+/// On TCP a message that gets no answer (a response, QR=1; a runt) is skipped and the queries pipelined
+/// behind it are answered; zone transfers are refused until they are configured.
+#[test]
+fn tcp_skips_unanswerable_messages_and_refuses_transfers() {
+    use std::io::Write;
+    let etcd = Etcd::start();
+    load_seed(&etcd);
+    let dnsd = Dnsd::start(&etcd.endpoint, &[ZONE]);
+    let mut stream = std::net::TcpStream::connect(dnsd.dns).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut response = query("node.prom.local", 33);
+    response[2] |= 0x80; // QR=1
+    let mut pipelined = framed(&response);
+    pipelined.extend(framed(&[1, 2, 3]));
+    pipelined.extend(framed(&query("node.prom.local", 33)));
+    pipelined.extend(framed(&query("prom.local", 252))); // AXFR
+    stream.write_all(&pipelined).expect("send");
+    let srv = read_frame(&mut stream);
+    assert_eq!(
+        (&srv[..2], srv[3] & 0x0f, u16::from_be_bytes([srv[6], srv[7]])),
+        (&[0x12, 0x34][..], 0, 2),
+        "SRV answered"
+    );
+    let axfr = read_frame(&mut stream);
+    assert_eq!(axfr[3] & 0x0f, 5, "AXFR: REFUSED");
+}
+
+/// A client that sends a length and then trickles the message loses the connection after 500 ms, not 10 s.
+#[test]
+fn tcp_wants_a_whole_message_within_500ms() {
+    use std::io::{Read, Write};
+    let etcd = Etcd::start();
+    load_seed(&etcd);
+    let dnsd = Dnsd::start(&etcd.endpoint, &[ZONE]);
+    let mut stream = std::net::TcpStream::connect(dnsd.dns).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let message = query("node.prom.local", 33);
+    stream.write_all(&framed(&message)[..5]).expect("send a part");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1];
+    let read = stream.read(&mut buf);
+    let took = started.elapsed();
+    assert!(matches!(read, Ok(0)) || read.is_err(), "the connection is closed: {read:?}");
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+}
