@@ -3,6 +3,7 @@
 
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 pub mod encode;
 
@@ -51,9 +52,12 @@ pub struct Reuse {
 
 /// Answers one DNS message.
 pub fn respond(request: &[u8], transport: Transport, resolver: &Resolver<'_>) -> Reply {
-    let request = match Message::from_vec(request) {
-        Ok(message) => message,
-        Err(_) => {
+    let mut decoder = BinDecoder::new(request);
+    // Bytes after the last record are a malformed message (Knot answers FORMERR too), not padding to ignore.
+    let parsed = Message::read(&mut decoder).ok().filter(|_| decoder.is_empty());
+    let request = match parsed {
+        Some(message) => message,
+        None => {
             let bytes = formerr(request);
             let rcode = bytes.is_some().then_some(ResponseCode::FormErr);
             return Reply { bytes, outcome: Outcome { qtype: None, rcode }, reuse: Some(Reuse::default()) };

@@ -277,3 +277,24 @@ fn tcp_wants_a_whole_message_within_500ms() {
     assert!(matches!(read, Ok(0)) || read.is_err(), "the connection is closed: {read:?}");
     assert!(took < Duration::from_secs(2), "closed after {took:?}");
 }
+
+/// Bytes after the question make a malformed message: FORMERR (as Knot), never the answer to the question.
+#[test]
+fn bytes_after_the_question_are_formerr() {
+    let etcd = Etcd::start();
+    load_seed(&etcd);
+    let dnsd = Dnsd::start(&etcd.endpoint, &[ZONE]);
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let mut buf = [0u8; 4096];
+    let plain = query("node.prom.local", 33);
+    // Asked plainly first, so a cached answer exists that the malformed copy must not get.
+    socket.send_to(&plain, dnsd.dns).expect("send");
+    socket.recv(&mut buf).expect("answer");
+    assert_eq!(buf[3] & 0x0f, 0, "NOERROR");
+    let mut trailing = plain.clone();
+    trailing.extend_from_slice(&[0xde, 0xad, 0xbe]);
+    socket.send_to(&trailing, dnsd.dns).expect("send");
+    socket.recv(&mut buf).expect("reply");
+    assert_eq!((&buf[..2], buf[3] & 0x0f), (&[0x12, 0x34][..], 1), "FORMERR with the query's ID");
+}
