@@ -38,6 +38,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         lease_bounds: config.lease_bounds,
         log_queries: config.log_queries,
         queries: queries.clone(),
+        tcp: config.tcp,
     });
     let web_metrics = Arc::new(promsd_web::WebMetrics::default());
     let web = Arc::new(web::Web { store: store.clone(), queries, web: web_metrics.clone() });

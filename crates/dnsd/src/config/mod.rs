@@ -117,6 +117,22 @@ pub struct Config {
     pub log_queries: bool,
     /// `--web.config.file`, already read: None serves plain HTTP without authentication.
     pub web: Option<Arc<WebSource>>,
+    /// How many DNS-over-TCP connections are served at once, in all and from one source address.
+    pub tcp: TcpLimits,
+}
+
+/// Bounds on DNS over TCP. At the total, the connection idle longest is closed for a new client; beyond the
+/// per-source bound a new connection from that address is closed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpLimits {
+    pub max_connections: usize,
+    pub max_per_source: usize,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        Self { max_connections: 1024, max_per_source: 64 }
+    }
 }
 
 impl Config {
@@ -144,7 +160,8 @@ impl Config {
         for spec in zones {
             all.extend(zones_for(spec, soa)?);
         }
-        Ok(Self { etcd, catalog: Catalog::new(all, KeyPrefix::new(path)), lease_bounds, log_queries, web: None })
+        let catalog = Catalog::new(all, KeyPrefix::new(path));
+        Ok(Self { etcd, catalog, lease_bounds, log_queries, web: None, tcp: TcpLimits::default() })
     }
 }
 

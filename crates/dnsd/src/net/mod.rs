@@ -17,7 +17,7 @@ pub use tcp::serve_tcp;
 pub use udp::serve_udp;
 
 use crate::answer::Resolver;
-use crate::config::LeaseBounds;
+use crate::config::{LeaseBounds, TcpLimits};
 use crate::metrics::QueryMetrics;
 use crate::store::{Store, View};
 use crate::wire::{self, Reply, Transport};
@@ -28,6 +28,7 @@ pub struct Server {
     pub lease_bounds: LeaseBounds,
     pub log_queries: bool,
     pub queries: Arc<QueryMetrics>,
+    pub tcp: TcpLimits,
 }
 
 impl Server {

@@ -1,15 +1,20 @@
-//! DNS over TCP: a task per connection, at most MAX_TCP_CONNECTIONS at once, queries answered in order.
+//! DNS over TCP: a task per connection, queries answered in order. Connections are bounded in all and per
+//! source address; at the total the connection idle longest is closed so a new client is served (as Knot
+//! does), so clients that hold connections open cannot lock others out.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use promsd_accept::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
+use crate::config::TcpLimits;
 use crate::wire::Transport;
 
 /// How long a TCP connection may sit idle between queries (RFC 7766 suggests seconds, not minutes).
@@ -17,25 +22,87 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Once a message's length has arrived, the whole message must follow within this (Knot's tcp-io-timeout):
 /// a client that trickles bytes cannot hold a connection slot for long.
 const MESSAGE_TIMEOUT: Duration = Duration::from_millis(500);
-/// Open TCP connections beyond this wait in the kernel's accept queue.
-const MAX_TCP_CONNECTIONS: usize = 1024;
 
 pub async fn serve_tcp(listener: TcpListener, server: Arc<Server>, shutdown: CancellationToken) {
-    let limits = Limits { max_connections: MAX_TCP_CONNECTIONS, grace: Duration::from_secs(1) };
+    let bounds = server.tcp;
+    // One slot beyond the bound: the newest connection is accepted, then the idlest one makes room for it.
+    let limits = Limits { max_connections: bounds.max_connections + 1, grace: Duration::from_secs(1) };
+    let open = Arc::new(Open::default());
     promsd_accept::run("dns tcp", listener, limits, shutdown, move |stream, peer, shutdown| {
-        let server = server.clone();
+        let (server, open) = (server.clone(), open.clone());
         async move {
+            let Some(slot) = open.admit(peer.ip(), bounds) else { return };
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = connection(stream, peer, &server) => {}
+                _ = slot.close.cancelled() => {}
+                _ = connection(stream, peer, &server, &slot) => {}
             }
         }
     })
     .await;
 }
 
+/// The connections being served, to bound them per source and to find the idlest.
+#[derive(Default)]
+struct Open {
+    connections: Mutex<HashMap<u64, Tracked>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+struct Tracked {
+    source: IpAddr,
+    /// When its last query was answered (or it connected); None while a query is being answered.
+    idle_since: Option<Instant>,
+    close: CancellationToken,
+}
+
+/// One admitted connection; leaving it (drop) removes it from [`Open`].
+struct Slot {
+    id: u64,
+    open: Arc<Open>,
+    close: CancellationToken,
+}
+
+impl Open {
+    /// Admits a connection from `source`, or None when its address already has its share. At the total bound
+    /// the connection idle longest is told to close.
+    fn admit(self: &Arc<Self>, source: IpAddr, bounds: TcpLimits) -> Option<Slot> {
+        let mut connections = self.connections.lock().ok()?;
+        if connections.values().filter(|c| c.source == source).count() >= bounds.max_per_source {
+            return None;
+        }
+        if connections.len() >= bounds.max_connections {
+            let idlest =
+                connections.iter().filter_map(|(id, c)| c.idle_since.map(|since| (since, *id))).min().map(|(_, id)| id);
+            if let Some(tracked) = idlest.and_then(|id| connections.remove(&id)) {
+                tracked.close.cancel();
+            }
+        }
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let close = CancellationToken::new();
+        connections.insert(id, Tracked { source, idle_since: Some(Instant::now()), close: close.clone() });
+        Some(Slot { id, open: self.clone(), close })
+    }
+
+    fn mark(&self, id: u64, idle: bool) {
+        if let Ok(mut connections) = self.connections.lock()
+            && let Some(tracked) = connections.get_mut(&id)
+        {
+            tracked.idle_since = idle.then(Instant::now);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut connections) = self.open.connections.lock() {
+            connections.remove(&self.id);
+        }
+    }
+}
+
 /// Serves length-prefixed queries on one connection, one after another, until it closes or idles out.
-async fn connection(mut stream: TcpStream, peer: SocketAddr, server: &Server) {
+async fn connection(mut stream: TcpStream, peer: SocketAddr, server: &Server, slot: &Slot) {
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
     loop {
@@ -43,18 +110,21 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, server: &Server) {
             Ok(Ok(len)) => usize::from(len),
             _ => return,
         };
+        slot.open.mark(slot.id, false);
         buf.resize(len, 0);
         if !matches!(tokio::time::timeout(MESSAGE_TIMEOUT, stream.read_exact(&mut buf)).await, Ok(Ok(_))) {
             return;
         }
         // A message that gets no answer (a response, a runt) is skipped: the queries behind it still count.
-        let Some(response) = server.answer(&buf, Transport::Tcp, peer) else { continue };
-        let Ok(response_len) = u16::try_from(response.len()) else { return };
-        let mut framed = Vec::with_capacity(response.len() + 2);
-        framed.extend_from_slice(&response_len.to_be_bytes());
-        framed.extend_from_slice(&response);
-        if stream.write_all(&framed).await.is_err() {
-            return;
+        if let Some(response) = server.answer(&buf, Transport::Tcp, peer) {
+            let Ok(response_len) = u16::try_from(response.len()) else { return };
+            let mut framed = Vec::with_capacity(response.len() + 2);
+            framed.extend_from_slice(&response_len.to_be_bytes());
+            framed.extend_from_slice(&response);
+            if stream.write_all(&framed).await.is_err() {
+                return;
+            }
         }
+        slot.open.mark(slot.id, true);
     }
 }

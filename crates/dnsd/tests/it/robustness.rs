@@ -298,3 +298,62 @@ fn bytes_after_the_question_are_formerr() {
     socket.recv(&mut buf).expect("reply");
     assert_eq!((&buf[..2], buf[3] & 0x0f), (&[0x12, 0x34][..], 1), "FORMERR with the query's ID");
 }
+
+/// A TCP connection to `dns` from the loopback address `source`.
+fn connect_from(source: [u8; 4], dns: std::net::SocketAddr) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.bind(&std::net::SocketAddr::from((source, 0)).into()).expect("bind the source address");
+    socket.connect(&dns.into()).expect("connect");
+    let stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    stream
+}
+
+/// Whether `stream` gets an answer to an SRV query (false: the server closed it).
+fn answered(stream: &mut std::net::TcpStream) -> bool {
+    use std::io::{Read, Write};
+    if stream.write_all(&framed(&query("node.prom.local", 33))).is_err() {
+        return false;
+    }
+    let mut len = [0u8; 2];
+    if stream.read_exact(&mut len).is_err() {
+        return false;
+    }
+    let mut message = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut message).is_ok()
+}
+
+/// Clients holding connections cannot lock others out: one source gets its share and no more, and at the
+/// total bound a new client is served while the connection idle longest is closed.
+#[test]
+fn tcp_connections_are_bounded_per_source_and_the_idlest_makes_room() {
+    let etcd = Etcd::start();
+    load_seed(&etcd);
+    let mut config = dnsd::Config::new(
+        promsd_common::EtcdArgs { endpoints: vec![etcd.endpoint.clone()], ..Default::default() },
+        "/skydns",
+        &[ZONE.to_string()],
+    )
+    .expect("config");
+    config.tcp = dnsd::config::TcpLimits { max_connections: 8, max_per_source: 4 };
+    let dnsd = Dnsd::start_config(config);
+    dnsd.wait_ready();
+    let mut held: Vec<std::net::TcpStream> = Vec::new();
+    for _ in 0..4 {
+        let mut stream = connect_from([127, 0, 0, 2], dnsd.dns);
+        assert!(answered(&mut stream), "within the per-source share");
+        held.push(stream);
+    }
+    let mut fifth = connect_from([127, 0, 0, 2], dnsd.dns);
+    assert!(!answered(&mut fifth), "a fifth connection from one source is closed");
+    for _ in 0..4 {
+        let mut stream = connect_from([127, 0, 0, 3], dnsd.dns);
+        assert!(answered(&mut stream), "another source, up to the total");
+        held.push(stream);
+    }
+    // The total is reached; a new client is served and the idlest (the first one opened) is closed.
+    let mut newcomer = connect_from([127, 0, 0, 4], dnsd.dns);
+    assert!(answered(&mut newcomer), "a new client at the total bound is served");
+    assert!(!answered(&mut held[0]), "the connection idle longest made room");
+    assert!(answered(&mut held[7]), "the others are kept");
+}
