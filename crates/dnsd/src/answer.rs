@@ -429,14 +429,20 @@ impl<'a> Resolver<'a> {
 
     /// CNAME questions read the exact key only, first entry, and do not chase the target.
     fn cname(&self, owner: &Name, lname: &str, answer: &mut Answer) {
-        let key = self.key(lname);
-        self.read(&key);
-        let Some(entry) = self.view.get(&key) else { return };
-        if let Host::Name(target) = host_of(entry)
-            && !target.is_empty()
-            && let Some(target) = fqdn(&target)
-        {
-            answer.answers.push(Record::from_rdata(owner.clone(), self.ttl(entry), RData::CNAME(CNAME(target))));
+        // The subtree, as an A question sees it: a record stored one level below its name (external-dns's
+        // `<name>/<prefix>` keys) is that name's CNAME for both questions (Knot answers such a zone so).
+        let mut seen = HashSet::new();
+        for entry in self.entries(lname, RecordType::CNAME) {
+            let Host::Name(target) = host_of(entry) else { continue };
+            let below = target == lname || target.ends_with(&format!(".{lname}"));
+            if target.is_empty() || below {
+                continue;
+            }
+            if let Some(target) = fqdn(&target)
+                && seen.insert(target.clone())
+            {
+                answer.answers.push(Record::from_rdata(owner.clone(), self.ttl(entry), RData::CNAME(CNAME(target))));
+            }
         }
     }
 

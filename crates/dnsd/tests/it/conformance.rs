@@ -168,7 +168,7 @@ fn cname_chains_loops_and_limits() {
     let looped = dnsd.dig(&["A", "a.loop.prom.local"]);
     assert!(looped.answer.is_empty(), "{}", looped.raw);
     assert!(dnsd.dig(&["A", "self.prom.local"]).answer.is_empty(), "target below the name is not followed");
-    // CNAME questions read the exact key and do not chase.
+    // CNAME questions answer the CNAME and do not chase it.
     assert_eq!(answers(&dnsd, "CNAME", "c9.prom.local"), ["c9.prom.local. 300 IN CNAME c10.prom.local."]);
 }
 
@@ -309,6 +309,28 @@ fn external_dns_txt_registry_entries_resolve() {
         dnsd.dig(&["TXT", "x.app.prom.local"]).answer,
         [r#"x.app.prom.local. 300 IN TXT "heritage=external-dns""#]
     );
+}
+
+/// external-dns's CoreDNS provider stores a name's record one level below it (`<name>/<prefix>`): a CNAME
+/// question for the name answers the CNAME, as the A question already does (and as Knot serving the
+/// equivalent zone answers).
+#[test]
+fn a_cname_stored_one_level_below_its_name_answers_cname_questions() {
+    let (_etcd, dnsd) = serve(
+        &[
+            ("/skydns/local/prom/app/x/1a2b3c4d", r#"{"host":"target.prom.local","targetstrip":1}"#),
+            ("/skydns/local/prom/target", r#"{"host":"10.0.0.7"}"#),
+        ],
+        &[],
+    );
+    assert_eq!(answers(&dnsd, "CNAME", "x.app.prom.local"), ["x.app.prom.local. 300 IN CNAME target.prom.local."]);
+    assert_eq!(
+        dnsd.dig(&["A", "x.app.prom.local"]).answer,
+        ["x.app.prom.local. 300 IN CNAME target.prom.local.", "target.prom.local. 300 IN A 10.0.0.7"]
+    );
+    // A name whose records are addresses has no CNAME: NODATA.
+    let target = dnsd.dig(&["CNAME", "target.prom.local"]);
+    assert_eq!((target.status.as_str(), target.answer.len()), ("NOERROR", 0));
 }
 
 #[test]
