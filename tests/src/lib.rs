@@ -4,6 +4,7 @@
 
 pub mod dig;
 pub mod etcd;
+pub mod knot;
 pub mod netns;
 pub mod process;
 pub mod promtool;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub use dig::{Dig, dig};
 pub use etcd::{Etcd, EtcdCluster};
+pub use knot::Knot;
 pub use netns::Netns;
 pub use process::{Process, pid_alive};
 pub use promtool::promtool;

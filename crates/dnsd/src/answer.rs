@@ -119,6 +119,7 @@ impl<'a> Resolver<'a> {
             RecordType::PTR => self.ptr(owner, &lname, &mut answer),
             RecordType::NS if apex => self.ns(owner, zone, &mut answer),
             RecordType::SOA if apex => answer.answers.push(self.soa(zone, DEFAULT_TTL)),
+            RecordType::ANY => self.any(owner, &lname, zone, apex, &mut answer),
             _ => {}
         }
         if answer.answers.is_empty() {
@@ -428,6 +429,30 @@ impl<'a> Resolver<'a> {
     }
 
     /// CNAME questions read the exact key only, first entry, and do not chase the target.
+    /// RFC 8482: one RRset for ANY, the first the name has of NS (at the apex), A, AAAA, TXT, SRV, as Knot
+    /// answers (never every record, which made ANY an amplifier).
+    fn any(&self, owner: &Name, lname: &str, zone: &Zone, apex: bool, answer: &mut Answer) {
+        if apex {
+            self.ns(owner, zone, answer);
+        }
+        for rtype in [RecordType::A, RecordType::AAAA] {
+            if answer.answers.is_empty() {
+                let mut chain = vec![lname.to_string()];
+                self.addresses(owner, lname, rtype, &mut chain, &mut answer.answers);
+            }
+        }
+        if answer.answers.is_empty() {
+            let mut chain = vec![lname.to_string()];
+            self.txt(owner, lname, &mut chain, &mut answer.answers);
+        }
+        if answer.answers.is_empty() {
+            self.srv(owner, lname, answer);
+        }
+        if answer.answers.is_empty() && apex {
+            answer.answers.push(self.soa(zone, DEFAULT_TTL));
+        }
+    }
+
     fn cname(&self, owner: &Name, lname: &str, answer: &mut Answer) {
         // The subtree, as an A question sees it: a record stored one level below its name (external-dns's
         // `<name>/<prefix>` keys) is that name's CNAME for both questions (Knot answers such a zone so).

@@ -110,8 +110,14 @@ fn build(request: &Message, resolver: &Resolver<'_>) -> (Message, Reuse) {
         response.metadata.response_code = ResponseCode::FormErr;
         return (response, Reuse::default());
     };
-    if query.query_class() != DNSClass::IN {
+    // Class ANY asks for the zone's (IN) data, as Knot answers it; other classes are not ours.
+    if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
         response.metadata.response_code = ResponseCode::Refused;
+        return (response, Reuse::default());
+    }
+    // QTYPE 0 is reserved: NOTIMP, as Knot.
+    if query.query_type() == RecordType::ZERO {
+        response.metadata.response_code = ResponseCode::NotImp;
         return (response, Reuse::default());
     }
     // Zone transfers are refused until they are configured (an empty NOERROR is a protocol error to every

@@ -4,6 +4,7 @@ mod answers;
 mod conformance;
 mod corefile;
 mod following;
+mod knot;
 mod metrics;
 mod replaced;
 mod retry;
