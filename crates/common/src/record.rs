@@ -7,7 +7,7 @@ use thiserror::Error;
 pub enum RecordError {
     #[error("value is not valid SkyDNS JSON: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("port {0} is out of range (1-65535, or -1 for no SRV record)")]
+    #[error("port {0} is out of range (0-65535, or -1 for no SRV record)")]
     Port(i64),
     #[error("{field} {value} is out of range (0-65535)")]
     Range { field: &'static str, value: i64 },

@@ -126,6 +126,23 @@ fn group_answers_only_one_group() {
     );
 }
 
+/// Entries at one level that name different groups do not choose between them: all are answered, as
+/// CoreDNS's `Group()` returns every entry on a same-level disagreement.
+#[test]
+fn groups_that_disagree_at_one_level_are_all_answered() {
+    let (_etcd, dnsd) = serve(
+        &[
+            ("/skydns/local/prom/mix/a", r#"{"host":"127.0.0.1","group":"g1"}"#),
+            ("/skydns/local/prom/mix/b", r#"{"host":"127.0.0.2","group":"g2"}"#),
+        ],
+        &[],
+    );
+    assert_eq!(
+        answers(&dnsd, "A", "mix.prom.local"),
+        ["mix.prom.local. 300 IN A 127.0.0.1", "mix.prom.local. 300 IN A 127.0.0.2"]
+    );
+}
+
 #[test]
 fn txt_split_and_mx() {
     let long = "x".repeat(300);
