@@ -197,8 +197,8 @@ async fn replaced(
     writer: &Writer,
     cluster: Option<u64>,
 ) -> Result<bool, SessionError> {
-    let options = GetOptions::new().with_prefix().with_count_only();
-    let response = tokio::time::timeout(LOAD_TIMEOUT, client.get(prefix, Some(options)))
+    // One key, not the prefix: only the header is wanted, and etcd 3.4 walks a whole range even to count it.
+    let response = tokio::time::timeout(LOAD_TIMEOUT, client.get(prefix, None))
         .await
         .map_err(|_| SessionError::Timeout(prefix.to_string()))??;
     let Some(header) = response.header() else { return Ok(false) };
