@@ -48,6 +48,8 @@ pub struct Module {
 pub struct Loaded {
     pub config: AgentConfig,
     pub modules: BTreeMap<String, Arc<Module>>,
+    /// Request headers the agent consumes itself (its token) and never passes on to a backend.
+    pub consumed: Vec<hyper::header::HeaderName>,
 }
 
 impl Loaded {
@@ -71,7 +73,11 @@ impl Loaded {
             let module = Module { name: name.clone(), config: settings.clone(), backend };
             modules.insert(name.clone(), Arc::new(module));
         }
-        Ok(Self { config, modules })
+        let consumed = (config.token.as_ref())
+            .and_then(|t| hyper::header::HeaderName::from_bytes(t.header.as_bytes()).ok())
+            .into_iter()
+            .collect();
+        Ok(Self { config, modules, consumed })
     }
 }
 

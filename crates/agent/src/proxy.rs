@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
+use hyper::header::{ACCEPT, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -103,14 +103,8 @@ impl Proxy {
         let deadline = deadline(request, module.config.timeout);
         self.metrics.scrapes.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let consumed: Vec<HeaderName> = loaded
-            .config
-            .token
-            .as_ref()
-            .and_then(|t| HeaderName::from_bytes(t.header.as_bytes()).ok())
-            .into_iter()
-            .collect();
-        let forward = Forward { params: &params, headers: request.headers(), peer: peer.ip(), consumed: &consumed };
+        let forward =
+            Forward { params: &params, headers: request.headers(), peer: peer.ip(), consumed: &loaded.consumed };
         match module.scrape(&forward, deadline).await {
             Ok(scrape) => {
                 let mut response = Response::new(Full::new(scrape.body));
