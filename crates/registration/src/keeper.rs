@@ -238,7 +238,7 @@ async fn claim(
         Some(kv) => Seen::Value(kv.value().to_vec()),
         None => Seen::Deleted,
     };
-    if status.is_yielded() && matches!(seen, Seen::Value(_)) && foreign_owner(&seen, value).is_some() {
+    if status.is_yielded() && foreign_owner(&seen, value).is_some() {
         return Ok(revision + 1); // still the other owner's: keep yielding, watch for it to go
     }
     put(client, key, value, lease, status, limit).await

@@ -204,18 +204,17 @@ impl HttpBackend {
             None => self.connect().await?,
         };
         let retry = from_pool.then(|| clone_request(&request));
-        let response = match sender.send_request(request).await {
-            Ok(response) => response,
+        let response = match (sender.send_request(request).await, retry) {
+            (Ok(response), _) => response,
             // An idle connection the backend closed meanwhile: once more on a new one.
-            Err(_) if retry.is_some() => {
+            (Err(_), Some(request)) => {
                 sender = self.connect().await?;
-                let request = retry.unwrap_or_else(|| Request::new(Empty::new()));
                 sender
                     .send_request(request)
                     .await
                     .map_err(|source| BackendError::Request { backend: backend(), source })?
             }
-            Err(source) => return Err(BackendError::Request { backend: backend(), source }),
+            (Err(source), None) => return Err(BackendError::Request { backend: backend(), source }),
         };
         if !response.status().is_success() {
             return Err(BackendError::Status { backend: backend(), status: response.status() });
