@@ -2,20 +2,14 @@
 //! and after etcd died under a running dnsd (it used to retry about ten times a second).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use promsd_tests::{Etcd, Process, free_port};
 
-use crate::server::load_seed;
+use crate::server::{dnsd_binary, load_seed};
 
 fn dnsd(endpoint: &str, log: &Path) -> Process {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dnsd"));
-    command
-        .args(["--endpoints", endpoint, "--zone", "prom.local"])
-        .args(["--dns.listen-address", &format!("127.0.0.1:{}", free_port())])
-        .args(["--web.listen-address", &format!("127.0.0.1:{}", free_port())])
-        .env_remove("ETCDCTL_ENDPOINTS");
+    let (command, _, _) = dnsd_binary(&["--endpoints", endpoint, "--zone", "prom.local"]);
     Process::spawn("dnsd", command, log)
 }
 
@@ -77,14 +71,9 @@ fn settings_no_retry_can_fix_stop_dnsd_at_once() {
         (vec!["--cacert", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
         (vec!["--cert", "/nonexistent/c.pem"], "--cert and --key must be given together"),
     ] {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_dnsd"));
-        command
-            .args(["--zone", "prom.local"])
-            .args(["--dns.listen-address", &format!("127.0.0.1:{}", free_port())])
-            .args(["--web.listen-address", &format!("127.0.0.1:{}", free_port())])
-            .args(&args)
-            .env_remove("ETCDCTL_ENDPOINTS")
-            .env_remove("RUST_BACKTRACE");
+        let mut zone_and = vec!["--zone", "prom.local"];
+        zone_and.extend(&args);
+        let (command, _, _) = dnsd_binary(&zone_and);
         let mut process = Process::spawn("dnsd", command, &dir.path().join("dnsd.log"));
         let status = process.wait_timeout(Duration::from_secs(5)).unwrap_or_else(|| {
             panic!("dnsd {args:?} still runs after 5 s:\n{}", process.log());

@@ -223,13 +223,18 @@ fn framed(message: &[u8]) -> Vec<u8> {
     out
 }
 
-fn read_frame(stream: &mut std::net::TcpStream) -> Vec<u8> {
+/// The next length-prefixed message, or None when the server closed the connection (or sent nothing).
+fn try_read_frame(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
     use std::io::Read;
     let mut len = [0u8; 2];
-    stream.read_exact(&mut len).expect("length");
+    stream.read_exact(&mut len).ok()?;
     let mut message = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream.read_exact(&mut message).expect("message");
-    message
+    stream.read_exact(&mut message).ok()?;
+    Some(message)
+}
+
+fn read_frame(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    try_read_frame(stream).expect("a response frame")
 }
 
 /// On TCP a message that gets no answer (a response, QR=1; a runt) is skipped and the queries pipelined
@@ -311,16 +316,8 @@ fn connect_from(source: [u8; 4], dns: std::net::SocketAddr) -> std::net::TcpStre
 
 /// Whether `stream` gets an answer to an SRV query (false: the server closed it).
 fn answered(stream: &mut std::net::TcpStream) -> bool {
-    use std::io::{Read, Write};
-    if stream.write_all(&framed(&query("node.prom.local", 33))).is_err() {
-        return false;
-    }
-    let mut len = [0u8; 2];
-    if stream.read_exact(&mut len).is_err() {
-        return false;
-    }
-    let mut message = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream.read_exact(&mut message).is_ok()
+    use std::io::Write;
+    stream.write_all(&framed(&query("node.prom.local", 33))).is_ok() && try_read_frame(stream).is_some()
 }
 
 /// Clients holding connections cannot lock others out: one source gets its share and no more, and at the

@@ -109,3 +109,18 @@ pub fn load_seed(etcd: &promsd_tests::Etcd) {
     etcd.put("/skydns/local/prom/node/server01", r#"{"host":"192.168.1.1","port":9100}"#);
     etcd.put("/skydns/local/prom/node/server02", r#"{"host":"192.168.1.2","port":9100}"#);
 }
+
+/// The dnsd binary with `args`, on free loopback ports for DNS and the web, with an environment that cannot
+/// change what is tested (no `ETCDCTL_ENDPOINTS`, no backtrace lines); returns it with the two addresses.
+pub fn dnsd_binary(args: &[&str]) -> (std::process::Command, SocketAddr, SocketAddr) {
+    let dns: SocketAddr = ([127, 0, 0, 1], promsd_tests::free_port()).into();
+    let web: SocketAddr = ([127, 0, 0, 1], promsd_tests::free_port()).into();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dnsd"));
+    command
+        .args(args)
+        .args(["--dns.listen-address", &dns.to_string(), "--web.listen-address", &web.to_string()])
+        .env_remove("ETCDCTL_ENDPOINTS")
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
+    (command, dns, web)
+}

@@ -1,13 +1,11 @@
 //! Signals as operators send them: SIGHUP (`systemctl reload`, log rotation) never stops dnsd; it reads the
 //! Corefile again and says whether it changed or is broken. SIGTERM stops it cleanly within 2 s.
 
-use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use promsd_tests::{Etcd, Process, dig, eventually, free_port, require};
+use promsd_tests::{Etcd, Process, dig, eventually, require};
 
-use crate::server::load_seed;
+use crate::server::{dnsd_binary, load_seed};
 
 fn corefile(etcd: &Etcd, min_lease_ttl: &str) -> String {
     format!(
@@ -24,14 +22,8 @@ fn sighup_never_stops_dnsd_and_sigterm_stops_it_within_2s() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("Corefile");
     std::fs::write(&path, corefile(&etcd, "30s")).expect("write");
-    let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dnsd"));
-    command
-        .arg("--corefile")
-        .arg(&path)
-        .args(["--dns.listen-address", &dns.to_string()])
-        .args(["--web.listen-address", &format!("127.0.0.1:{}", free_port())])
-        .env_remove("ETCDCTL_ENDPOINTS");
+    let corefile_path = path.display().to_string();
+    let (command, dns, _) = dnsd_binary(&["--corefile", &corefile_path]);
     let mut process = Process::spawn("dnsd", command, &dir.path().join("dnsd.log"));
     eventually("dnsd to serve", Duration::from_secs(20), || process.log().contains("serving DNS").then_some(()));
     let answers = || dig(dns, &["SRV", "node.prom.local"]).answer.len();

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use promsd_tests::{Etcd, Process, eventually, free_port, http_get, require};
+use promsd_tests::{Etcd, Process, eventually, http_get, require};
 
-use crate::server::load_seed;
+use crate::server::{dnsd_binary, load_seed};
 
 /// curl over TLS with the test CA: the HTTP status (0 when no response came back) and the body.
 fn curl(d: &Path, url: &str, extra: &[&str]) -> (u16, String) {
@@ -25,16 +25,11 @@ fn curl(d: &Path, url: &str, extra: &[&str]) -> (u16, String) {
     (status.trim().parse().unwrap_or(0), body.to_string())
 }
 
-fn dnsd(etcd: &Etcd, web_config: &Path, web: SocketAddr) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dnsd"));
-    command
-        .args(["--endpoints", &etcd.endpoint, "--zone", "prom.local"])
-        .args(["--dns.listen-address", &format!("127.0.0.1:{}", free_port())])
-        .args(["--web.listen-address", &web.to_string()])
-        .arg("--web.config.file")
-        .arg(web_config)
-        .env_remove("ETCDCTL_ENDPOINTS");
-    command
+/// dnsd following `etcd` with `web_config`; returns it with its web address.
+fn dnsd(etcd: &Etcd, web_config: &Path) -> (Command, SocketAddr) {
+    let (mut command, _, web) = dnsd_binary(&["--endpoints", &etcd.endpoint, "--zone", "prom.local"]);
+    command.arg("--web.config.file").arg(web_config);
+    (command, web)
 }
 
 #[test]
@@ -55,8 +50,8 @@ fn the_web_port_takes_tls_and_basic_auth_from_the_web_config() {
         ),
     )
     .expect("write web config");
-    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let mut process = Process::spawn("dnsd", dnsd(&etcd, &web_config, web), &d.join("dnsd.log"));
+    let (command, web) = dnsd(&etcd, &web_config);
+    let mut process = Process::spawn("dnsd", command, &d.join("dnsd.log"));
     let user = ["-u", "prometheus:s3cret"];
     eventually("dnsd to be ready over https", Duration::from_secs(20), || {
         assert!(process.is_running(), "dnsd exited:\n{}", process.log());
@@ -87,13 +82,9 @@ fn a_web_config_with_a_plain_password_stops_dnsd_naming_the_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let web_config = dir.path().join("plain-password.yml");
     std::fs::write(&web_config, "basic_auth_users:\n  john: doe\n").expect("write web config");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dnsd"));
-    // Nothing is contacted or bound before the file is read: etcd and the ports are never used.
-    command.args(["--endpoints", "http://127.0.0.1:9", "--zone", "prom.local"]);
-    command.args(["--dns.listen-address", &format!("127.0.0.1:{}", free_port())]);
-    command.args(["--web.listen-address", &format!("127.0.0.1:{}", free_port())]);
-    // A backtrace asked for by the environment the tests run in would be lines of its own.
-    command.env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
+    // Nothing is contacted or bound before the file is read: etcd and the ports are never used. A backtrace
+    // asked for by the environment the tests run in would be lines of its own (dnsd_binary removes it).
+    let (mut command, _, _) = dnsd_binary(&["--endpoints", "http://127.0.0.1:9", "--zone", "prom.local"]);
     let out = command.arg("--web.config.file").arg(&web_config).output().expect("dnsd");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "dnsd accepted a plain password:\n{err}");
