@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use promsd_tests::{Dig, EtcdCluster, Process, dig, eventually, free_port, http_get, workspace_bin};
 
 struct Dnsd {
-    _process: Process,
+    process: Process,
     dns: SocketAddr,
     web: SocketAddr,
     _dir: tempfile::TempDir,
@@ -29,7 +29,7 @@ fn start_dnsd(endpoints: &str) -> Dnsd {
     eventually("dnsd to be ready", Duration::from_secs(20), || {
         matches!(http_get(web, "/-/ready"), Ok((200, _))).then_some(())
     });
-    Dnsd { _process: process, dns, web, _dir: dir }
+    Dnsd { process, dns, web, _dir: dir }
 }
 
 fn metric(dnsd: &Dnsd, name: &str) -> Option<f64> {
@@ -279,4 +279,50 @@ fn a_frozen_member_is_noticed_without_any_stream_error() {
     eventually("the change made while frozen", Duration::from_secs(30), || {
         (dig(dnsd.dns, &["SRV", "node.prom.local"]).answer.len() == 4).then_some(())
     });
+}
+
+/// `name{label="value"} N` from dnsd's metrics.
+fn labelled_metric(dnsd: &Dnsd, name: &str, label: &str, value: &str) -> Option<f64> {
+    let (_, body) = http_get(dnsd.web, "/metrics").ok()?;
+    let prefix = format!("{name}{{{label}=\"{value}\"}} ");
+    body.lines().find_map(|l| l.strip_prefix(&prefix).and_then(|v| v.parse().ok()))
+}
+
+/// One of three members dies: the watch (through another member) goes on, but the loss (one failure from
+/// losing quorum) is logged once, naming the endpoint, and shows in `dnsd_etcd_endpoint_up`; so does its
+/// return. Meanwhile etcd confirms the view every few seconds: `dnsd_view_age_seconds` stays small.
+#[test]
+fn a_dead_member_of_three_is_reported_and_the_view_age_stays_small() {
+    let mut cluster = EtcdCluster::start(3);
+    put_seed(&cluster);
+    let dnsd = start_dnsd(&cluster.endpoints());
+    let endpoints: Vec<String> = (0..3).map(|i| cluster.endpoint(i)).collect();
+    let up = |i: usize| labelled_metric(&dnsd, "dnsd_etcd_endpoint_up", "endpoint", &endpoints[i]);
+    eventually("every endpoint up", Duration::from_secs(15), || (0..3).all(|i| up(i) == Some(1.0)).then_some(()));
+    // Progress notifications confirm an idle view: its age stays below PROGRESS_AFTER (2 s) plus a tick,
+    // where it used to cycle up to 10 s.
+    promsd_tests::holds_for(Duration::from_secs(8), || {
+        let age = metric(&dnsd, "dnsd_view_age_seconds").expect("dnsd_view_age_seconds");
+        assert!(age < 4.5, "view age {age} s on a healthy idle etcd");
+    });
+
+    let victim = (cluster.leader() + 1) % 3;
+    let endpoint = &endpoints[victim];
+    cluster.kill(victim);
+    let logged = |text: &str| dnsd.process.log().lines().any(|l| l.contains(text) && l.contains(endpoint.as_str()));
+    eventually("the dead member reported", Duration::from_secs(20), || {
+        (up(victim) == Some(0.0) && logged("etcd member does not answer")).then_some(())
+    });
+    let down_lines = dnsd.process.log().matches("etcd member does not answer").count();
+    assert!(three_targets(&dig(dnsd.dns, &["SRV", "node.prom.local"])), "answers go on");
+    cluster.etcdctl(&["put", "/skydns/local/prom/node/during", r#"{"host":"10.0.0.8","port":9100}"#]);
+    eventually("a change while the member is dead", Duration::from_secs(15), || {
+        (dig(dnsd.dns, &["SRV", "node.prom.local"]).answer.len() == 4).then_some(())
+    });
+
+    cluster.restart(victim);
+    eventually("the member back", Duration::from_secs(30), || {
+        (up(victim) == Some(1.0) && logged("etcd member answers again")).then_some(())
+    });
+    assert_eq!(dnsd.process.log().matches("etcd member does not answer").count(), down_lines, "logged once");
 }

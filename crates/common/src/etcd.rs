@@ -164,11 +164,40 @@ impl EtcdArgs {
             0 => &endpoints,
             n => std::slice::from_ref(&endpoints[(n - 1) % endpoints.len()]),
         };
-        let dialed: Vec<String> = chosen.iter().map(|e| dialable(e)).collect();
-        let client = Client::connect(&dialed, Some(options))
+        let client = Self::dial(chosen, options)
             .await
             .map_err(|source| EtcdError::Client { endpoints: endpoints.join(","), source })?;
         Ok((client, endpoints))
+    }
+
+    /// A client of `endpoint` alone (one of [`EtcdArgs::resolve_endpoints`]), to ask one member how it is.
+    pub async fn connect_one(&self, endpoint: &str) -> Result<Client, EtcdError> {
+        let options = self.connect_options()?;
+        Self::dial(&[endpoint.to_string()], options)
+            .await
+            .map_err(|source| EtcdError::Client { endpoints: endpoint.to_string(), source })
+    }
+
+    async fn dial(endpoints: &[String], options: ConnectOptions) -> Result<Client, etcd_client::Error> {
+        let dialed: Vec<String> = endpoints.iter().map(|e| dialable(e)).collect();
+        Client::connect(&dialed, Some(options)).await
+    }
+}
+
+/// Whether etcd refused a request in a way another attempt cannot change: wrong credentials, a user
+/// without the role for the key, authentication asked of a cluster that has none, a malformed request.
+pub fn is_permanent(error: &etcd_client::Error) -> bool {
+    use etcd_client::Error;
+    use tonic::Code;
+    match error {
+        Error::GRpcStatus(status) => match status.code() {
+            Code::PermissionDenied | Code::InvalidArgument | Code::Unauthenticated => true,
+            // Credentials given to a cluster without authentication: etcdctl refuses them too.
+            Code::FailedPrecondition => status.message().contains("authentication is not enabled"),
+            _ => false,
+        },
+        Error::InvalidArgs(_) | Error::InvalidUri(_) => true,
+        _ => false,
     }
 }
 

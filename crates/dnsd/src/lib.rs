@@ -29,14 +29,14 @@ pub use config::{Cli, Config, Settings};
 pub use net::Listeners;
 
 /// Runs dnsd until `shutdown` is cancelled: follows etcd, serves the web endpoints at once, and starts
-/// answering DNS after the first load.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) {
+/// answering DNS after the first load. Ends early, with the reason, when etcd refuses dnsd before the first
+/// load in a way no retry can change (wrong credentials, no permission for the prefix).
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
     let store = Arc::new(store::Store::new(config.catalog.clone()));
     let queries = Arc::new(metrics::QueryMetrics::default());
     let server = Arc::new(net::Server {
         store: store.clone(),
-        lease_bounds: config.lease_bounds,
-        log_queries: config.log_queries,
+        live: config.live.clone(),
         queries: queries.clone(),
         tcp: config.tcp,
     });
@@ -44,14 +44,23 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let web = Arc::new(web::Web { store: store.clone(), queries, web: web_metrics.clone() });
     let mut tasks = tokio::task::JoinSet::new();
     let mut udp_threads = Vec::new();
-    tasks.spawn(store::follow::follow(config.etcd.clone(), store.clone(), shutdown.clone()));
-    tasks.spawn(store::leases::track(config.etcd, store.clone(), config.lease_bounds, shutdown.clone()));
+    let mut follow = tokio::spawn(store::follow::follow(config.etcd.clone(), store.clone(), shutdown.clone()));
+    tasks.spawn(store::members::probe(config.etcd.clone(), store.members.clone(), shutdown.clone()));
+    tasks.spawn(store::leases::track(config.etcd, store.clone(), config.live, shutdown.clone()));
     for listener in listeners.web {
         let (source, metrics) = (config.web.clone(), web_metrics.clone());
         tasks.spawn(promsd_web::serve(listener, source, web.clone(), metrics, shutdown.clone()));
     }
     tokio::select! {
         _ = shutdown.cancelled() => {}
+        refused = &mut follow => {
+            shutdown.cancel();
+            while tasks.join_next().await.is_some() {}
+            return match refused {
+                Ok(Err(refused)) => Err(RunError::Refused(refused)),
+                _ => Ok(()),
+            };
+        }
         _ = store.wait_ready() => {
             tracing::info!("serving DNS");
             for socket in listeners.udp {
@@ -69,8 +78,17 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         }
     }
     shutdown.cancelled().await;
+    let _ = follow.await; // after the first load it only returns at shutdown
     while tasks.join_next().await.is_some() {}
     for thread in udp_threads {
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
+    Ok(())
+}
+
+/// Why [`run`] ended before its shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Refused(#[from] store::follow::Refused),
 }

@@ -1,35 +1,42 @@
 use anyhow::Context;
 use clap::Parser;
-use dnsd::{Cli, Listeners};
+use dnsd::{Cli, Listeners, Settings};
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Registry, reload};
+
+/// Sets the log level of the running process (a SIGHUP may change it).
+type LogLevel = reload::Handle<LevelFilter, Registry>;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_max_level(cli.log_level)
+    let (filter, log_level) = reload::Layer::new(LevelFilter::INFO);
+    let format = tracing_subscriber::fmt::layer()
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry().with(filter).with(format).init();
     let settings = cli.settings()?;
-    let running = format!("{settings:?}");
+    let _ = log_level.reload(LevelFilter::from_level(settings.log_level));
     let (dns, web) = (settings.dns_listen_address, &settings.web_listen_addresses);
     let listeners =
         Listeners::bind(dns, web).with_context(|| format!("cannot listen on {dns} (DNS) or {web:?} (web)"))?;
-    let config = settings.config;
+    let config = settings.config.clone();
     let zones: Vec<&str> = config.catalog.zones().iter().map(|z| z.name.as_str()).collect();
     tracing::info!(%dns, ?web, zones = %zones.join(","), "starting dnsd");
     let shutdown = CancellationToken::new();
-    tokio::spawn(on_signals(running, shutdown.clone()));
-    dnsd::run(config, listeners, shutdown).await;
+    tokio::spawn(on_signals(settings, log_level, shutdown.clone()));
+    dnsd::run(config, listeners, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// SIGTERM and SIGINT stop dnsd; SIGHUP (`systemctl reload`, log rotation) never does: it reads the flags
-/// and the Corefile again and says whether they changed. The web config file is re-read by itself when it
-/// changes; other settings need a restart, and the log says so.
-async fn on_signals(running: String, shutdown: CancellationToken) {
+/// and the Corefile again, applies the log level, the query log and the lease TTL bounds, and names what
+/// else changed, which needs a restart. The web config file is re-read by itself when it changes.
+async fn on_signals(mut running: Settings, log_level: LogLevel, shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
@@ -40,14 +47,32 @@ async fn on_signals(running: String, shutdown: CancellationToken) {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match Cli::try_parse().map_err(anyhow::Error::from).and_then(|cli| Ok(cli.settings()?)) {
-                Ok(settings) if format!("{settings:?}") == running => {
-                    tracing::info!("SIGHUP: configuration unchanged (the web config file is re-read when it changes)")
-                }
-                Ok(_) => tracing::warn!("SIGHUP: the configuration changed; restart dnsd to apply it"),
-                Err(error) => tracing::error!(%error, "SIGHUP: the configuration is invalid; the running one stays"),
-            },
+            _ = hup.recv() => reload(&mut running, &log_level),
         }
     }
     shutdown.cancel();
+}
+
+fn reload(running: &mut Settings, log_level: &LogLevel) {
+    let new = match Cli::try_parse().map_err(anyhow::Error::from).and_then(|cli| Ok(cli.settings()?)) {
+        Ok(new) => new,
+        Err(error) => return tracing::error!(%error, "SIGHUP: the configuration is invalid; the running one stays"),
+    };
+    let live = &running.config.live;
+    let mut applied = live.apply(new.config.live.lease_bounds(), new.config.live.log_queries());
+    if new.log_level != running.log_level {
+        let _ = log_level.reload(LevelFilter::from_level(new.log_level));
+        applied.push(format!("log level: {} -> {}", running.log_level, new.log_level));
+        running.log_level = new.log_level;
+    }
+    let restart = running.restart_needed(&new);
+    if !applied.is_empty() {
+        tracing::info!(changes = %applied.join("; "), "SIGHUP: applied");
+    }
+    if !restart.is_empty() {
+        tracing::warn!(settings = %restart.join(", "), "SIGHUP: these settings changed; restart dnsd to apply them");
+    }
+    if applied.is_empty() && restart.is_empty() {
+        tracing::info!("SIGHUP: configuration unchanged (the web config file is re-read when it changes)");
+    }
 }

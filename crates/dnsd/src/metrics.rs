@@ -21,7 +21,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::registry::Registry;
 use promsd_web::WebMetrics;
-use promsd_web::metrics::{WebCollector, build_info, counter, gauge};
+use promsd_web::metrics::{WebCollector, build_info, counter, gauge, labelled_gauges};
 
 use crate::store::Store;
 use crate::wire::{Outcome, Transport};
@@ -186,6 +186,7 @@ impl Collector for StoreCollector {
         // NaN before the first load: there is no age yet, and 0 would read as "just confirmed".
         let age = health.view_age().map_or(f64::NAN, |a| a.as_secs_f64());
         gauge(e, "dnsd_view_age_seconds", "Seconds since etcd last confirmed the view is current.", age)?;
+        endpoints_up(e, &store.members.up())?;
         gauge(e, "dnsd_view_keys", "SkyDNS keys (records) in the view answers come from.", view.len())?;
         gauge(e, "dnsd_view_names", "Names with records directly below them (services).", view.names)?;
         gauge(e, "dnsd_view_revision", "etcd revision the view reflects.", view.revision)?;
@@ -205,6 +206,19 @@ impl Collector for StoreCollector {
             health.malformed_skipped(),
         )
     }
+}
+
+/// `dnsd_etcd_endpoint_up`: whether each etcd endpoint answered when last asked on its own.
+fn endpoints_up(encoder: &mut DescriptorEncoder, up: &[(String, bool)]) -> Result<(), std::fmt::Error> {
+    let labels: Vec<[(&str, &str); 1]> = up.iter().map(|(endpoint, _)| [("endpoint", endpoint.as_str())]).collect();
+    let samples: Vec<(&[(&str, &str)], i64)> =
+        labels.iter().zip(up).map(|(labels, (_, up))| (&labels[..], i64::from(*up))).collect();
+    labelled_gauges(
+        encoder,
+        "dnsd_etcd_endpoint_up",
+        "Whether the etcd endpoint answered a status request of its own (asked every 5 s).",
+        &samples,
+    )
 }
 
 #[cfg(test)]

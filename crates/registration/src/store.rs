@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, GetOptions, PutOptions};
 use promsd_backoff::Backoff;
+use promsd_common::etcd::is_permanent;
 use promsd_common::{EtcdArgs, EtcdError};
 use thiserror::Error;
 use tokio::time::Instant;
@@ -163,18 +164,5 @@ impl Store {
             }
             tokio::time::sleep(backoff.next_delay().min(remaining)).await;
         }
-    }
-}
-
-/// gRPC statuses that another attempt cannot change.
-pub fn is_permanent(error: &etcd_client::Error) -> bool {
-    use etcd_client::Error;
-    use tonic::Code;
-    match error {
-        Error::GRpcStatus(status) => {
-            matches!(status.code(), Code::PermissionDenied | Code::InvalidArgument | Code::Unauthenticated)
-        }
-        Error::InvalidArgs(_) | Error::InvalidUri(_) => true,
-        _ => false,
     }
 }

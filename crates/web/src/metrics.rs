@@ -95,6 +95,20 @@ pub fn gauge<N: EncodeGaugeValue>(
     ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
+/// One gauge with a sample per label set, e.g. `dnsd_etcd_endpoint_up{endpoint="..."}`.
+pub fn labelled_gauges(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(&[(&str, &str)], i64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
 /// `<daemon>_build_info{version="..."} 1`. A gauge, not OpenMetrics' info type: that would rename it to
 /// `<daemon>_build_info_info`.
 pub fn build_info(

@@ -31,6 +31,8 @@ pub struct FileSettings {
     pub max_lease_ttl: Option<Duration>,
     pub fallthrough: Option<Vec<String>>,
     pub log_queries: bool,
+    /// The `debug` plugin: log at debug level (CoreDNS's debug plugin turns its debug messages on).
+    pub debug: bool,
     pub metrics: Option<SocketAddr>,
     pub health: Option<SocketAddr>,
     pub ready: Option<SocketAddr>,
@@ -133,6 +135,10 @@ pub fn parse(text: &str, path: &Path) -> Result<FileSettings, CorefileError> {
                     etcd_options(&directive.block, &mut settings, &err)?;
                 }
                 "errors" => no_args(&directive, &err)?,
+                "debug" => {
+                    no_args(&directive, &err)?;
+                    settings.debug = true;
+                }
                 "log" => {
                     no_args(&directive, &err)?;
                     settings.log_queries = true;
@@ -144,7 +150,7 @@ pub fn parse(text: &str, path: &Path) -> Result<FileSettings, CorefileError> {
                     return Err(err(
                         line,
                         format!(
-                            "directive {other:?} is not supported by dnsd (supported: etcd, errors, log, prometheus, health, ready)"
+                            "directive {other:?} is not supported by dnsd (supported: etcd, errors, log, debug, prometheus, health, ready)"
                         ),
                     ));
                 }

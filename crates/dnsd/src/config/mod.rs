@@ -14,9 +14,11 @@ use promsd_web::{WebConfigError, WebSource};
 use thiserror::Error;
 
 pub mod corefile;
+pub mod live;
 pub mod zone;
 
 use corefile::CorefileError;
+pub use live::Live;
 pub use zone::{Catalog, SoaSettings, Zone, zones_for};
 
 /// The clamp CoreDNS applies to lease TTLs (`min-lease-ttl`, `max-lease-ttl`).
@@ -103,9 +105,10 @@ pub struct Cli {
     /// Log one line per query (the Corefile's `log`)
     #[arg(long = "log.queries")]
     pub log_queries: bool,
-    /// Only log messages with the given severity or above: debug, info, warn, error
-    #[arg(long = "log.level", default_value = "info", value_name = "LEVEL")]
-    pub log_level: tracing::Level,
+    /// Only log messages with the given severity or above: debug, info, warn, error [default: info, or debug
+    /// with the Corefile's `debug`]
+    #[arg(long = "log.level", value_name = "LEVEL")]
+    pub log_level: Option<tracing::Level>,
 }
 
 /// What [`crate::run`] needs: how to reach etcd and what to answer for.
@@ -113,8 +116,8 @@ pub struct Cli {
 pub struct Config {
     pub etcd: EtcdArgs,
     pub catalog: Catalog,
-    pub lease_bounds: LeaseBounds,
-    pub log_queries: bool,
+    /// The lease TTL bounds and the query log, which a SIGHUP changes while dnsd runs.
+    pub live: Arc<Live>,
     /// `--web.config.file`, already read: None serves plain HTTP without authentication.
     pub web: Option<Arc<WebSource>>,
     /// How many DNS-over-TCP connections are served at once, in all and from one source address.
@@ -161,16 +164,38 @@ impl Config {
             all.extend(zones_for(spec, soa)?);
         }
         let catalog = Catalog::new(all, KeyPrefix::new(path));
-        Ok(Self { etcd, catalog, lease_bounds, log_queries, web: None, tcp: TcpLimits::default() })
+        let live = Arc::new(Live::new(lease_bounds, log_queries));
+        Ok(Self { etcd, catalog, live, web: None, tcp: TcpLimits::default() })
     }
 }
 
-/// The configuration plus the addresses to listen on.
+/// The configuration plus the addresses to listen on and the log level.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub config: Config,
     pub dns_listen_address: SocketAddr,
     pub web_listen_addresses: Vec<SocketAddr>,
+    pub log_level: tracing::Level,
+    web_config_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// What differs between the running settings and `new` that only a restart applies (a SIGHUP applies
+    /// the log level, the query log and the lease TTL bounds; the web config file is re-read when it changes).
+    pub fn restart_needed(&self, new: &Settings) -> Vec<&'static str> {
+        let (old_config, new_config) = (&self.config, &new.config);
+        [
+            ("etcd", old_config.etcd != new_config.etcd),
+            ("zones and SOA", format!("{:?}", old_config.catalog) != format!("{:?}", new_config.catalog)),
+            ("DNS address", self.dns_listen_address != new.dns_listen_address),
+            ("web addresses", self.web_listen_addresses != new.web_listen_addresses),
+            ("web config file", self.web_config_file != new.web_config_file),
+            ("TCP limits", old_config.tcp != new_config.tcp),
+        ]
+        .into_iter()
+        .filter_map(|(what, differs)| differs.then_some(what))
+        .collect()
+    }
 }
 
 impl Cli {
@@ -226,6 +251,8 @@ impl Cli {
         if web_listen_addresses.is_empty() {
             web_listen_addresses.push(SocketAddr::new(any, 9153));
         }
-        Ok(Settings { config, dns_listen_address, web_listen_addresses })
+        let log_level = self.log_level.unwrap_or(if file.debug { tracing::Level::DEBUG } else { tracing::Level::INFO });
+        let web_config_file = self.web_config_file;
+        Ok(Settings { config, dns_listen_address, web_listen_addresses, log_level, web_config_file })
     }
 }

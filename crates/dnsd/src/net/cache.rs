@@ -78,6 +78,8 @@ struct Cached {
 pub struct AnswerCache {
     /// The generation of the snapshot every cached answer is still true for.
     generation: u64,
+    /// The generation of the settings ([`crate::config::Live`]) the cached answers were made with.
+    settings: u64,
     answers: HashMap<Key, Cached>,
     /// Key of the view -> the cached answers that read it.
     readers: HashMap<String, Vec<Key>>,
@@ -87,9 +89,11 @@ pub struct AnswerCache {
 impl AnswerCache {
     /// Brings the cache up to `view`: drops the answers that read what changed since the last snapshot it
     /// saw, or everything when it is full or too far behind to know.
-    pub fn refresh(&mut self, view: &View, store: &Store) {
-        if self.answers.len() >= MAX_ENTRIES || self.links >= MAX_LINKS {
+    /// `settings` is the generation of the settings answers depend on (the lease TTL bounds).
+    pub fn refresh(&mut self, view: &View, store: &Store, settings: u64) {
+        if self.answers.len() >= MAX_ENTRIES || self.links >= MAX_LINKS || settings != self.settings {
             self.clear();
+            self.settings = settings;
         } else if view.generation != self.generation {
             match store.changes_since(self.generation) {
                 Changes::All => self.clear(),

@@ -17,7 +17,7 @@ pub use tcp::serve_tcp;
 pub use udp::serve_udp;
 
 use crate::answer::Resolver;
-use crate::config::{LeaseBounds, TcpLimits};
+use crate::config::{Live, TcpLimits};
 use crate::metrics::QueryMetrics;
 use crate::store::{Store, View};
 use crate::wire::{self, Reply, Transport};
@@ -25,8 +25,8 @@ use crate::wire::{self, Reply, Transport};
 /// What the DNS loops answer from and report to.
 pub struct Server {
     pub store: Arc<Store>,
-    pub lease_bounds: LeaseBounds,
-    pub log_queries: bool,
+    /// The lease TTL bounds and the query log, as the last SIGHUP left them.
+    pub live: Arc<Live>,
     pub queries: Arc<QueryMetrics>,
     pub tcp: TcpLimits,
 }
@@ -34,7 +34,7 @@ pub struct Server {
 impl Server {
     /// Answers one request from `view`.
     fn respond(&self, view: &View, request: &[u8], transport: Transport) -> Reply {
-        let resolver = Resolver::new(self.store.catalog(), view, &self.store.leases, self.lease_bounds);
+        let resolver = Resolver::new(self.store.catalog(), view, &self.store.leases, self.live.lease_bounds());
         wire::respond(request, transport, &resolver)
     }
 
@@ -45,7 +45,7 @@ impl Server {
         let reply = self.respond(&view, request, transport);
         let took = started.elapsed();
         self.queries.record(transport, reply.outcome, took);
-        if self.log_queries {
+        if self.live.log_queries() {
             querylog::log(peer, request, reply.bytes.as_deref(), transport, took);
         }
         reply.bytes

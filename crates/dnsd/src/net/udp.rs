@@ -32,7 +32,7 @@ pub fn serve_udp(socket: std::net::UdpSocket, server: Arc<Server>, shutdown: Can
             }
         };
         let request = &buf[..len];
-        let response = if server.log_queries {
+        let response = if server.live.log_queries() {
             server.answer(request, Transport::Udp, peer)
         } else {
             cached(&server, &mut cache, request)
@@ -49,7 +49,7 @@ pub fn serve_udp(socket: std::net::UdpSocket, server: Arc<Server>, shutdown: Can
 fn cached(server: &Server, cache: &mut AnswerCache, request: &[u8]) -> Option<Vec<u8>> {
     let started = Instant::now();
     let view = server.store.current();
-    cache.refresh(&view, &server.store);
+    cache.refresh(&view, &server.store, server.live.generation());
     let key = Key::of(request);
     if let Some(key) = &key
         && let Some((bytes, outcome)) = cache.answer(key, request, view.serial, started)

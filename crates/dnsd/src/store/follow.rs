@@ -1,14 +1,17 @@
 //! Follows etcd: one prefix read, then an etcd watch from that revision, every response handed to the
 //! [`Writer`]. On a broken or silent stream it reconnects and resumes from the last applied revision; when
 //! that revision was compacted away it reads the prefix again and publishes the new view whole (the old one
-//! answers until then). Until the first read completes dnsd does not answer.
+//! answers until then). Until the first read completes dnsd does not answer; a refusal no retry can change
+//! (wrong credentials, no permission for the prefix) before then ends [`follow`] with an error, after it
+//! dnsd keeps answering from its view and keeps trying (the credentials may be fixed in etcd).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, GetResponse, KvClient, WatchOptions};
 use promsd_backoff::Backoff;
-use promsd_common::EtcdArgs;
+use promsd_common::etcd::is_permanent;
+use promsd_common::{EtcdArgs, EtcdError};
 use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -20,11 +23,14 @@ use super::writer::{Event, Writer};
 const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// After this long without a message, ask etcd for a progress notification...
-const PROGRESS_AFTER: Duration = Duration::from_secs(5);
+/// How often a quiet watch is looked at.
+const TICK: Duration = Duration::from_secs(1);
+/// After this long without a message, ask etcd for a progress notification: its answer confirms the view is
+/// current, so on a healthy etcd the view's age (`dnsd_view_age_seconds`) stays below this plus a tick...
+const PROGRESS_AFTER: Duration = Duration::from_secs(2);
 /// ...and after this long give the connection up as dead, even though no error surfaced: a member that
 /// froze or a half-open TCP connection never closes the stream by itself.
-const STALL_AFTER: Duration = Duration::from_secs(15);
+const STALL_AFTER: Duration = Duration::from_secs(10);
 /// Keys in the first range request, which also tells how many there are in all.
 const FIRST_PAGE: i64 = 25_000;
 /// The most keys per later request. etcd 3.4 walks its index from a page's first key to the end of the range
@@ -34,6 +40,14 @@ const MAX_PAGE: i64 = 250_000;
 /// gRPC's default 4 MiB would refuse a page of 250,000 keys, or a watch response replaying a burst of large
 /// transactions after a reconnect.
 const MAX_MESSAGE: usize = 1024 * 1024 * 1024;
+
+/// Why dnsd cannot follow etcd at all: refused before the first load, by something no retry changes.
+#[derive(Debug, Error)]
+#[error("etcd at {endpoints} refused dnsd: {cause}")]
+pub struct Refused {
+    endpoints: String,
+    cause: String,
+}
 
 #[derive(Debug, Error)]
 enum SessionError {
@@ -51,8 +65,9 @@ enum SessionError {
     Reader(#[from] tokio::task::JoinError),
 }
 
-/// Follows etcd until `shutdown`, publishing every change to `store`.
-pub async fn follow(etcd: EtcdArgs, store: Arc<Store>, shutdown: CancellationToken) {
+/// Follows etcd until `shutdown`, publishing every change to `store`. Returns early only when etcd refuses
+/// dnsd before the first load in a way no retry can change.
+pub async fn follow(etcd: EtcdArgs, store: Arc<Store>, shutdown: CancellationToken) -> Result<(), Refused> {
     let mut writer = Writer::new(store.clone());
     // Reload when there is no view yet, or after the watch's revision was compacted away.
     let mut reload = true;
@@ -75,7 +90,11 @@ pub async fn follow(etcd: EtcdArgs, store: Arc<Store>, shutdown: CancellationTok
                 }
                 let retry_in = backoff.next_delay();
                 match result {
-                    Ok(()) => return,
+                    Ok(()) => return Ok(()),
+                    Err(SessionError::Etcd(error)) if !writer.is_loaded() && is_permanent(&error) => {
+                        let cause = promsd_common::etcd::describe(&error);
+                        return Err(Refused { endpoints, cause });
+                    }
                     Err(error) if writer.is_loaded() => {
                         tracing::warn!(%endpoints, %error, ?retry_in, "etcd watch interrupted; answering from the last known view")
                     }
@@ -85,6 +104,11 @@ pub async fn follow(etcd: EtcdArgs, store: Arc<Store>, shutdown: CancellationTok
                 }
                 wait(retry_in, &shutdown).await;
             }
+            // Connecting authenticates: wrong credentials surface here.
+            Err(EtcdError::Client { endpoints, source }) if !writer.is_loaded() && is_permanent(&source) => {
+                let cause = promsd_common::etcd::describe(&source);
+                return Err(Refused { endpoints, cause });
+            }
             Err(error) => {
                 let retry_in = backoff.next_delay();
                 tracing::warn!(%error, ?retry_in, "cannot connect to etcd");
@@ -93,6 +117,7 @@ pub async fn follow(etcd: EtcdArgs, store: Arc<Store>, shutdown: CancellationTok
         }
         attempts += 1;
     }
+    Ok(())
 }
 
 async fn wait(delay: Duration, shutdown: &CancellationToken) {
@@ -142,7 +167,8 @@ async fn session(
         store.health.set_connected(true);
         store.health.mark_synced();
         let mut last_heard = Instant::now();
-        let mut ticker = tokio::time::interval(PROGRESS_AFTER);
+        let mut ticker = tokio::time::interval(TICK);
+        let mut asked = None::<Instant>;
         loop {
             let message = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -151,8 +177,10 @@ async fn session(
                     if silent >= STALL_AFTER {
                         return Err(SessionError::Stalled(silent));
                     }
-                    if silent >= PROGRESS_AFTER {
+                    // One request per quiet spell of PROGRESS_AFTER, not one per tick.
+                    if silent >= PROGRESS_AFTER && asked.is_none_or(|at| at.elapsed() >= PROGRESS_AFTER) {
                         requests.request_progress().await?;
+                        asked = Some(Instant::now());
                     }
                     continue;
                 }
@@ -180,7 +208,11 @@ async fn session(
                 })
             });
             let revision = response.header().map(|h| h.revision()).unwrap_or_default();
+            let count = response.events().len();
             writer.apply(events, revision);
+            if count > 0 {
+                tracing::debug!(events = count, revision, "applied changes from etcd");
+            }
             // Every message, progress notifications included, says the view is current up to its revision.
             store.health.mark_synced();
         }

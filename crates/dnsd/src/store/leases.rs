@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Store;
 pub use crate::config::LeaseBounds;
+use crate::config::Live;
 
 /// TTL of records whose value has no `ttl` and no lease (CoreDNS's default).
 pub const DEFAULT_TTL: u32 = 300;
@@ -95,7 +96,7 @@ pub fn ttl(value_ttl: u32, lease_remaining: Option<i64>, bounds: LeaseBounds) ->
 }
 
 /// Keeps `store.leases` current for the leases the view uses, until `shutdown`.
-pub async fn track(etcd: EtcdArgs, store: Arc<Store>, bounds: LeaseBounds, shutdown: CancellationToken) {
+pub async fn track(etcd: EtcdArgs, store: Arc<Store>, live: Arc<Live>, shutdown: CancellationToken) {
     let mut client = None;
     let mut ticker = tokio::time::interval(ROUND);
     // While etcd is unreachable, the shared backoff spaces the attempts (the watch reports the outage).
@@ -106,7 +107,7 @@ pub async fn track(etcd: EtcdArgs, store: Arc<Store>, bounds: LeaseBounds, shutd
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let due = store.leases.due(bounds);
+        let due = store.leases.due(live.lease_bounds());
         if due.is_empty() {
             continue;
         }

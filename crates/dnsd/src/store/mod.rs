@@ -10,6 +10,7 @@ mod changes;
 pub mod follow;
 pub mod ingest;
 pub mod leases;
+pub mod members;
 pub mod view;
 mod writer;
 
@@ -35,6 +36,8 @@ pub struct Store {
     changes: Mutex<changes::ChangeLog>,
     pub leases: LeaseTable,
     pub health: Arc<Health>,
+    /// What each etcd endpoint answered when last asked on its own.
+    pub members: Arc<members::Members>,
     ready: tokio::sync::watch::Sender<bool>,
 }
 
@@ -94,6 +97,7 @@ impl Store {
             changes: Mutex::new(changes::ChangeLog::default()),
             leases: LeaseTable::default(),
             health: Arc::default(),
+            members: Arc::default(),
             ready: tokio::sync::watch::channel(false).0,
         }
     }

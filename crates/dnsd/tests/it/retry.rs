@@ -73,15 +73,44 @@ fn settings_no_retry_can_fix_stop_dnsd_at_once() {
     ] {
         let mut zone_and = vec!["--zone", "prom.local"];
         zone_and.extend(&args);
-        let (command, _, _) = dnsd_binary(&zone_and);
-        let mut process = Process::spawn("dnsd", command, &dir.path().join("dnsd.log"));
-        let status = process.wait_timeout(Duration::from_secs(5)).unwrap_or_else(|| {
-            panic!("dnsd {args:?} still runs after 5 s:\n{}", process.log());
-        });
-        assert!(!status.success(), "dnsd {args:?} exited successfully");
-        let log = process.log();
-        let last = log.lines().last().unwrap_or_default();
-        assert!(last.contains(expected), "dnsd {args:?}: the last line names {expected:?}:\n{log}");
-        std::fs::remove_file(dir.path().join("dnsd.log")).expect("rm log");
+        stops_at_once(dir.path(), &zone_and, &[expected]);
+    }
+}
+
+/// Runs dnsd with `args` and expects it to exit non-zero within 10 s, its last line naming each of
+/// `expected`. Returns its log.
+fn stops_at_once(dir: &Path, args: &[&str], expected: &[&str]) -> String {
+    let (command, _, _) = dnsd_binary(args);
+    let mut process = Process::spawn("dnsd", command, &dir.join("dnsd.log"));
+    let status = process.wait_timeout(Duration::from_secs(10)).unwrap_or_else(|| {
+        panic!("dnsd {args:?} still runs after 10 s:\n{}", process.log());
+    });
+    assert!(!status.success(), "dnsd {args:?} exited successfully");
+    let log = process.log();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(expected.iter().all(|e| last.contains(e)), "dnsd {args:?}: the last line names {expected:?}:\n{log}");
+    std::fs::remove_file(dir.join("dnsd.log")).expect("rm log");
+    log
+}
+
+/// Refusals no retry changes, before the first load: wrong password, a user on a cluster without
+/// authentication, a user without permission for the prefix. dnsd exits 1 with one line naming the cause,
+/// instead of waiting for a load that cannot come.
+#[test]
+fn a_refusal_by_etcd_before_the_first_load_stops_dnsd_at_once() {
+    let etcd = Etcd::start();
+    let plain = Etcd::start();
+    etcd.etcdctl(&["user", "add", "root:rootpw"]);
+    etcd.etcdctl(&["user", "add", "nobody:nobodypw"]);
+    etcd.etcdctl(&["auth", "enable"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (endpoint, user, expected) in [
+        (&etcd.endpoint, "root:wrong", "authentication failed, invalid user ID or password"),
+        (&plain.endpoint, "root:rootpw", "authentication is not enabled"),
+        (&etcd.endpoint, "nobody:nobodypw", "permission denied"),
+    ] {
+        let args = ["--zone", "prom.local", "--endpoints", endpoint, "--user", user];
+        let log = stops_at_once(dir.path(), &args, &["refused dnsd", expected]);
+        assert!(!log.contains("rootpw") && !log.contains("nobodypw"), "the password shows:\n{log}");
     }
 }

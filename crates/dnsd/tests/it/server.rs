@@ -54,7 +54,11 @@ impl Dnsd {
         let web = listeners.web[0].local_addr().expect("web addr");
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
-        let thread = std::thread::spawn(move || runtime.block_on(dnsd::run(config, listeners, stop)));
+        let thread = std::thread::spawn(move || {
+            if let Err(error) = runtime.block_on(dnsd::run(config, listeners, stop)) {
+                eprintln!("dnsd stopped: {error}");
+            }
+        });
         Self { dns, web, shutdown, thread: Some(thread) }
     }
 

@@ -131,7 +131,7 @@ fn a_change_drops_only_the_cached_answers_that_read_it() {
     let mut cache = AnswerCache::default();
     let fill = |cache: &mut AnswerCache| {
         let view = store.snapshot();
-        cache.refresh(&view, &store);
+        cache.refresh(&view, &store, 0);
         let resolver = dnsd::answer::Resolver::new(store.catalog(), &view, &store.leases, LeaseBounds::default());
         for request in &questions {
             let key = Key::of(request).expect("cacheable");
@@ -150,7 +150,7 @@ fn a_change_drops_only_the_cached_answers_that_read_it() {
     fill(&mut cache);
     let cached = |cache: &mut AnswerCache| -> Vec<bool> {
         let view = store.snapshot();
-        cache.refresh(&view, &store);
+        cache.refresh(&view, &store, 0);
         questions
             .iter()
             .map(|request| {
@@ -200,7 +200,7 @@ fn cached_answers_with_lease_ttls_expire() {
     let view = store.snapshot();
     let resolver = dnsd::answer::Resolver::new(store.catalog(), &view, &store.leases, LeaseBounds::default());
     let mut cache = AnswerCache::default();
-    cache.refresh(&view, &store);
+    cache.refresh(&view, &store, 0);
     let now = Instant::now();
     let requests = [query("leased.prom.local.", RecordType::SRV), query("plain.prom.local.", RecordType::SRV)];
     for request in &requests {
