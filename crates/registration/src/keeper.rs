@@ -163,7 +163,12 @@ async fn hold_lease(
     let limit = ttl.clamp(Duration::from_secs(1), Duration::from_secs(5));
     let held = status.lease.lock().ok().and_then(|l| *l);
     let mut kept = None;
-    if let Some(id) = held {
+    // Asked first, not kept alive blindly: etcd answers a keepalive for a lease it no longer has (expired
+    // while this process was paused, revoked, or a replaced cluster) with an error, which retried as such
+    // would never end. A lease with time left is kept; any other is replaced.
+    if let Some(id) = held
+        && call(limit, client.lease_time_to_live(id, None)).await?.ttl() > 0
+    {
         let (mut keeper, mut responses) = call(limit, client.lease_keep_alive(id)).await?;
         call(limit, keeper.keep_alive()).await?;
         if let Some(response) = call(limit, responses.message()).await?

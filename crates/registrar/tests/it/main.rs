@@ -6,6 +6,7 @@ mod fatal;
 mod isolation;
 mod oneshot;
 mod parity;
+mod replaced;
 mod stopping;
 mod supervise;
 mod webconfig;
