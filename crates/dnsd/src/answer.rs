@@ -2,7 +2,7 @@
 //! CoreDNS's etcd plugin (docs/coredns-compat.md). Everything is read from the view: no etcd request here.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::op::{Query, ResponseCode};
@@ -11,7 +11,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::config::{Catalog, LeaseBounds, Zone};
 use crate::store::leases::{self, DEFAULT_TTL, LeaseTable};
-use crate::store::{Entry, View};
+use crate::store::{Entry, SrvHost, View};
 /// How many CNAMEs one answer may chain (CoreDNS's maxCnameChainLength).
 const MAX_CHAIN: usize = 10;
 /// No DNS message holds more records of a section than this (16 bytes is the smallest record, an A with a
@@ -34,20 +34,39 @@ pub struct Answer {
 }
 
 /// What a SkyDNS `host` field holds, decided as CoreDNS's HostType does, except that a name host with a
-/// `text` is still a name (CoreDNS makes it a TXT-only entry, which breaks external-dns's TXT registry).
+/// `text` is still a name (CoreDNS makes it a TXT-only entry, which breaks external-dns's TXT registry), and
+/// that external-dns's SRV form is an SRV record (CoreDNS makes it a CNAME to a name with spaces).
 enum Host {
     V4(Ipv4Addr),
     V6(Ipv6Addr),
     /// A name (lowercase, no trailing dot): CNAME, or the SRV/MX target itself.
     Name(String),
+    /// `<priority> <weight> <port> <target>`: that SRV record, and nothing else.
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: String,
+    },
 }
 
 fn host_of(entry: &Entry) -> Host {
-    match entry.service.host.parse::<IpAddr>() {
+    let host = &entry.service.host;
+    match host.parse::<IpAddr>() {
         Ok(IpAddr::V4(ip)) => Host::V4(ip),
         Ok(IpAddr::V6(ip)) => Host::V6(ip),
-        Err(_) => Host::Name(entry.service.host.trim_end_matches('.').to_ascii_lowercase()),
+        Err(_) => match SrvHost::parse(host) {
+            Some(srv) => {
+                Host::Srv { priority: srv.priority, weight: srv.weight, port: srv.port, target: bare_name(srv.target) }
+            }
+            None => Host::Name(bare_name(host)),
+        },
     }
+}
+
+/// A name as the view's names are kept: lowercase, without the trailing dot.
+fn bare_name(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn priority_of(entry: &Entry) -> i64 {
@@ -122,18 +141,49 @@ impl<'a> Resolver<'a> {
             RecordType::ANY => self.any(owner, &lname, zone, apex, &mut answer),
             _ => {}
         }
-        if answer.answers.is_empty() {
-            // NODATA when the name exists (even as an empty non-terminal), NXDOMAIN otherwise; RFC 2308
-            // negative answers carry the SOA with the smaller of its TTL and its minimum.
-            if !apex && !self.exists(&lname) {
+        let negative = if answer.answers.is_empty() {
+            answer.additionals.clear();
+            Some(lname)
+        } else if matches!(query.query_type(), RecordType::A | RecordType::AAAA | RecordType::TXT) {
+            self.dead_end(&lname, &answer.answers)
+        } else {
+            None
+        };
+        if let Some(name) = negative
+            && let Some(zone) = self.catalog.zone_for(&name)
+        {
+            // NODATA when the name exists (even as an empty non-terminal), NXDOMAIN otherwise, for the question's
+            // name or the end of its CNAME chain (RFC 6604); RFC 2308 negative answers carry the SOA with the
+            // smaller of its TTL and its minimum.
+            if name != zone.name && !self.exists(&name) {
                 answer.rcode = ResponseCode::NXDomain;
             }
-            answer.additionals.clear();
             answer.authorities.push(self.soa(zone, zone.soa.minimum.min(DEFAULT_TTL)));
         }
         answer.reads = self.reads.take();
         answer.timed = self.timed.take();
         answer
+    }
+
+    /// The name a CNAME-only answer ends at when dnsd looked that name up and found nothing of the type: the
+    /// answer is then that name's NODATA or NXDOMAIN. None when the answer holds data, or its chain leaves our
+    /// zones, loops or stops at the chain limit (the resolver carries on from its last target).
+    fn dead_end(&self, lname: &str, answers: &[Record]) -> Option<String> {
+        let mut links = HashMap::new();
+        for record in answers {
+            let RData::CNAME(target) = &record.data else { return None };
+            links.entry(bare_name(&record.name.to_ascii())).or_insert_with(|| bare_name(&target.0.to_ascii()));
+        }
+        let mut end = lname.to_string();
+        let mut length = 0;
+        while let Some(next) = links.get(&end) {
+            if length >= links.len() {
+                return None; // a loop
+            }
+            end = next.clone();
+            length += 1;
+        }
+        (length < MAX_CHAIN && self.catalog.zone_for(&end).is_some()).then_some(end)
     }
 
     /// The record TTL of an entry: its `ttl`, its lease's remaining time (clamped), or 300. A leased key whose
@@ -181,15 +231,45 @@ impl<'a> Resolver<'a> {
             .collect()
     }
 
-    /// Whether `lname` exists: a key at or below it (for wildcards: any key it matches).
+    /// Whether `lname` exists: a key at or below it (for wildcards: any key it matches), or a stored
+    /// wildcard that covers it.
     fn exists(&self, lname: &str) -> bool {
         let key = self.key(lname);
-        let relative = &key[self.catalog.prefix.as_str().len()..];
-        if relative.split('/').any(is_wildcard) {
+        if self.is_pattern(&key) {
             return !self.lookup(lname).is_empty();
         }
         self.read(&key);
-        self.view.exists(&key)
+        self.view.exists(&key) || self.covering_wildcard(lname).is_some()
+    }
+
+    /// Whether a question's key has a `*` or `any` label: it matches keys (CoreDNS's wildcard questions).
+    fn is_pattern(&self, key: &str) -> bool {
+        key[self.catalog.prefix.as_str().len()..].split('/').any(is_wildcard)
+    }
+
+    /// The key of the stored wildcard (a `*` label, as external-dns writes `*.example.org`) that answers for
+    /// `lname`, which has no key at or below it: as in a zone (RFC 4592), the `*` child of the name's closest
+    /// existing ancestor. The lowest ancestor with a `*` child is the only candidate, and it is the closest
+    /// existing one exactly when nothing exists between it and the name.
+    fn covering_wildcard(&self, lname: &str) -> Option<String> {
+        let zone_key = self.key(&self.catalog.zone_for(lname)?.name);
+        let key = self.key(lname);
+        if self.is_pattern(&key) {
+            return None;
+        }
+        let mut child = key.as_str();
+        while child.len() > zone_key.len() {
+            let parent = &child[..child.rfind('/')?];
+            let wildcard = format!("{parent}/*");
+            // What the answer depends on: each wildcard it could come from, and the names between.
+            self.read(&wildcard);
+            if self.view.exists(&wildcard) {
+                self.read(child);
+                return (!self.view.exists(child)).then_some(wildcard);
+            }
+            child = parent;
+        }
+        None
     }
 
     fn name_of(&self, entry: &Entry) -> Option<String> {
@@ -231,6 +311,11 @@ impl<'a> Resolver<'a> {
         if found.is_empty() {
             found = self.lookup(lname);
         }
+        if found.is_empty()
+            && let Some(wildcard) = self.covering_wildcard(lname)
+        {
+            found = self.view.lookup(&wildcard);
+        }
         found.retain(|e| !e.service.host.is_empty() || (rtype == RecordType::TXT && !e.service.text.is_empty()));
         group_filter(found)
     }
@@ -238,6 +323,7 @@ impl<'a> Resolver<'a> {
     /// A or AAAA records for `lname`, following name hosts as CNAMEs inside our zones.
     fn addresses(&self, owner: &Name, lname: &str, rtype: RecordType, chain: &mut Vec<String>, out: &mut Vec<Record>) {
         let mut seen = HashSet::new();
+        let mut targets = HashSet::new();
         for entry in self.entries(lname, rtype) {
             if out.len() >= MAX_RECORDS {
                 break;
@@ -250,7 +336,7 @@ impl<'a> Resolver<'a> {
                 Host::V6(ip) if rtype == RecordType::AAAA && seen.insert(IpAddr::V6(ip)) => {
                     out.push(Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(ip))));
                 }
-                Host::Name(target) => {
+                Host::Name(target) if targets.insert(target.clone()) => {
                     self.follow_cname(owner, lname, &target, ttl, chain, out, |r, t, c, o| {
                         r.addresses(&t.0, &t.1, rtype, c, o)
                     });
@@ -260,8 +346,10 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Emits `owner CNAME target` plus what `resolve_target` finds for an in-zone target. A target outside our
-    /// zones gets the CNAME alone: dnsd is authoritative only and leaves chasing it to the resolver.
+    /// Emits `owner CNAME target` and, for a target inside our zones, what `resolve_target` finds there: the
+    /// CNAME answers even when its target has nothing of the type (RFC 1034 4.3.2; `resolve` adds the SOA
+    /// that says so). A target outside our zones, already in the chain (a loop) or at the chain limit gets
+    /// the CNAME alone: dnsd is authoritative only and leaves the rest to the resolver.
     #[allow(clippy::too_many_arguments)]
     fn follow_cname(
         &self,
@@ -273,29 +361,24 @@ impl<'a> Resolver<'a> {
         out: &mut Vec<Record>,
         resolve_target: impl Fn(&Self, &(Name, String), &mut Vec<String>, &mut Vec<Record>),
     ) {
-        // Loop guards: a target at or below the name, a target already in the chain, a chain too long.
+        // A target at or below the name is SkyDNS's own loop: the name's subtree holds the target's keys.
         let below = target == lname || target.ends_with(&format!(".{lname}"));
-        if target.is_empty() || below || chain.len() > MAX_CHAIN || chain.iter().any(|c| c == target) {
+        if target.is_empty() || below || chain.len() > MAX_CHAIN {
             return;
         }
         let Some(target_name) = fqdn(target) else { return };
-        let cname = Record::from_rdata(owner.clone(), ttl, RData::CNAME(CNAME(target_name.clone())));
-        if self.catalog.zone_for(target).is_none() {
-            out.push(cname);
+        out.push(Record::from_rdata(owner.clone(), ttl, RData::CNAME(CNAME(target_name.clone()))));
+        if self.catalog.zone_for(target).is_none() || chain.iter().any(|c| c == target) {
             return;
         }
         chain.push(target.to_string());
-        let mut found = Vec::new();
-        resolve_target(self, &(target_name, target.to_string()), chain, &mut found);
+        resolve_target(self, &(target_name, target.to_string()), chain, out);
         chain.pop();
-        if !found.is_empty() {
-            out.push(cname);
-            out.extend(found);
-        }
     }
 
     fn txt(&self, owner: &Name, lname: &str, chain: &mut Vec<String>, out: &mut Vec<Record>) {
         let mut seen = HashSet::new();
+        let mut targets = HashSet::new();
         for entry in self.entries(lname, RecordType::TXT) {
             if out.len() >= MAX_RECORDS {
                 break;
@@ -303,7 +386,9 @@ impl<'a> Resolver<'a> {
             let ttl = self.ttl(entry);
             let text = &entry.service.text;
             if text.is_empty() {
-                if let Host::Name(target) = host_of(entry) {
+                if let Host::Name(target) = host_of(entry)
+                    && targets.insert(target.clone())
+                {
                     self.follow_cname(owner, lname, &target, ttl, chain, out, |r, t, c, o| r.txt(&t.0, &t.1, c, o));
                 }
                 continue;
@@ -318,9 +403,10 @@ impl<'a> Resolver<'a> {
 
     fn srv(&self, owner: &Name, lname: &str, answer: &mut Answer) {
         let entries = self.entries(lname, RecordType::SRV);
-        // Weights are shares of 100 within each priority, counted over every entry as CoreDNS does.
+        // Weights are shares of 100 within each priority, counted over every entry as CoreDNS does (an SRV
+        // host carries its own weight).
         let mut totals: BTreeMap<i64, i64> = BTreeMap::new();
-        for entry in &entries {
+        for entry in entries.iter().filter(|e| !matches!(host_of(e), Host::Srv { .. })) {
             *totals.entry(priority_of(entry)).or_default() += weight_of(entry);
         }
         let mut seen_srv = HashSet::new();
@@ -329,26 +415,32 @@ impl<'a> Resolver<'a> {
             if answer.answers.len() >= MAX_RECORDS {
                 break;
             }
-            if entry.service.port == -1 {
-                continue;
-            }
-            let priority = priority_of(entry);
-            let total = totals.get(&priority).copied().unwrap_or(1).max(1);
-            let weight = ((100.0 / total as f64) * weight_of(entry) as f64).floor().clamp(1.0, 65535.0) as u16;
-            let (Ok(priority), Ok(port)) = (u16::try_from(priority), u16::try_from(entry.service.port)) else {
-                continue;
-            };
-            let ttl = self.ttl(entry);
             let host = host_of(entry);
-            let Some(target) = self.target_of(entry, &host) else { continue };
+            let Some((priority, weight, port, target)) = self.srv_fields(entry, &host, &totals) else { continue };
             let Some(target_name) = fqdn(&target) else { continue };
             if !seen_srv.insert((target.clone(), port)) {
                 continue;
             }
+            let ttl = self.ttl(entry);
             let srv = SRV::new(priority, weight, port, target_name.clone());
             answer.answers.push(Record::from_rdata(owner.clone(), ttl, RData::SRV(srv)));
             self.target_glue(&host, target_name, &target, ttl, &mut seen_glue, &mut answer.additionals);
         }
+    }
+
+    /// Priority, weight, port and target of an entry's SRV record: as an SRV host writes them, else from the
+    /// SkyDNS fields (None for `port: -1` or out of range).
+    fn srv_fields(&self, entry: &Entry, host: &Host, totals: &BTreeMap<i64, i64>) -> Option<(u16, u16, u16, String)> {
+        if let Host::Srv { priority, weight, port, target } = host {
+            return Some((*priority, *weight, *port, target.clone()));
+        }
+        let priority = priority_of(entry);
+        let total = totals.get(&priority).copied().unwrap_or(1).max(1);
+        let weight = ((100.0 / total as f64) * weight_of(entry) as f64).floor().clamp(1.0, 65535.0) as u16;
+        let (Ok(priority), Ok(port)) = (u16::try_from(priority), u16::try_from(entry.service.port)) else {
+            return None; // port -1 among them: no SRV record
+        };
+        Some((priority, weight, port, self.target_of(entry, host)?))
     }
 
     /// The SRV/MX target of an entry: the host when it is a name, else the name of the key (each with
@@ -357,7 +449,7 @@ impl<'a> Resolver<'a> {
         let name = match host {
             Host::V4(_) | Host::V6(_) => self.name_of(entry)?,
             Host::Name(name) if !name.is_empty() => name.clone(),
-            Host::Name(_) => return None,
+            Host::Name(_) | Host::Srv { .. } => return None,
         };
         Some(strip_labels(&name, entry.service.targetstrip).to_string())
     }
@@ -383,7 +475,7 @@ impl<'a> Resolver<'a> {
             Host::V6(ip) if seen.insert((target.to_string(), IpAddr::V6(ip))) => {
                 out.push(Record::from_rdata(name, ttl, RData::AAAA(AAAA(ip))));
             }
-            Host::Name(_) => self.glue(&name, target, seen, out),
+            Host::Name(_) | Host::Srv { .. } => self.glue(&name, target, seen, out),
             _ => {}
         }
     }
@@ -395,9 +487,16 @@ impl<'a> Resolver<'a> {
         {
             return;
         }
+        let start = out.len();
         for rtype in [RecordType::A, RecordType::AAAA] {
             let mut chain = vec![target.to_string()];
-            self.addresses(name, target, rtype, &mut chain, out);
+            let mut found = Vec::new();
+            self.addresses(name, target, rtype, &mut chain, &mut found);
+            // Only a chain that ends in addresses is glue; a CNAME both chains share is given once.
+            if found.iter().any(|r| matches!(r.data, RData::A(_) | RData::AAAA(_))) {
+                found.retain(|r| !matches!(r.data, RData::CNAME(_)) || !out[start..].contains(r));
+                out.extend(found);
+            }
         }
     }
 
@@ -428,7 +527,6 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// CNAME questions read the exact key only, first entry, and do not chase the target.
     /// RFC 8482: one RRset for ANY, the first the name has of NS (at the apex), A, AAAA, TXT, SRV, as Knot
     /// answers (never every record, which made ANY an amplifier).
     fn any(&self, owner: &Name, lname: &str, zone: &Zone, apex: bool, answer: &mut Answer) {
@@ -471,15 +569,34 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// PTR questions read the exact key: every name host becomes a PTR record.
+    /// PTR questions read the exact key (or the stored wildcard that covers the name) and the keys below it
+    /// whose `targetstrip` leads back to it: older external-dns versions wrote reverse records as all others,
+    /// `<reverse name>/<prefix>` with `targetstrip` counting the prefix's labels, as external-dns reads them
+    /// back. Every name host becomes a PTR record, once.
     fn ptr(&self, owner: &Name, lname: &str, answer: &mut Answer) {
-        let key = self.key(lname);
+        let mut key = self.key(lname);
         self.read(&key);
-        let Some(entry) = self.view.get(&key) else { return };
-        if let Host::Name(target) = host_of(entry)
-            && let Some(target) = fqdn(&target)
+        if !self.view.exists(&key)
+            && let Some(wildcard) = self.covering_wildcard(lname)
         {
-            answer.answers.push(Record::from_rdata(owner.clone(), self.ttl(entry), RData::PTR(PTR(target))));
+            key = wildcard;
+        }
+        let Some(name) = self.catalog.prefix.name_for_key(&key) else { return };
+        let stored_below = self.view.below(&key).filter(|e| {
+            e.service.targetstrip > 0
+                && self.name_of(e).is_some_and(|n| strip_labels(&n, e.service.targetstrip) == name)
+        });
+        let mut seen = HashSet::new();
+        for entry in self.view.get(&key).into_iter().chain(stored_below) {
+            if answer.answers.len() >= MAX_RECORDS {
+                break;
+            }
+            if let Host::Name(target) = host_of(entry)
+                && let Some(target) = fqdn(&target)
+                && seen.insert(target.clone())
+            {
+                answer.answers.push(Record::from_rdata(owner.clone(), self.ttl(entry), RData::PTR(PTR(target))));
+            }
         }
     }
 

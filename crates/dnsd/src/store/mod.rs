@@ -11,6 +11,7 @@ pub mod follow;
 pub mod ingest;
 pub mod leases;
 pub mod members;
+pub mod srv_host;
 pub mod view;
 mod writer;
 
@@ -24,6 +25,7 @@ use arc_swap::ArcSwap;
 pub use changes::Changes;
 pub use ingest::KeyValue;
 pub use leases::{DEFAULT_TTL, LeaseBounds, LeaseTable};
+pub use srv_host::SrvHost;
 pub use view::{Entry, View};
 pub use writer::{Event, Writer};
 
