@@ -4,6 +4,7 @@
 mod cluster;
 mod corefile;
 mod discovery;
+mod docs;
 mod prometheus;
 mod security;
 mod stack;

@@ -37,6 +37,9 @@ pub enum AgentError {
     /// The `etcd` section has what no retry can fix (a malformed endpoint, an unreadable file).
     #[error("{path}: etcd: {source}")]
     Etcd { path: std::path::PathBuf, source: promsd_common::EtcdError },
+    /// etcd refused these credentials at start (wrong password, no permission for a module's key).
+    #[error(transparent)]
+    Refused(#[from] promsd_registration::StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -108,7 +111,10 @@ pub async fn run(
     let port = listener.local_addr()?.port();
     let mut etcd = loaded.config.etcd_args();
     let mut kept: BTreeMap<String, Keeper> = BTreeMap::new();
-    for registration in registrations(&loaded.config, port)? {
+    let wanted = registrations(&loaded.config, port)?;
+    let keys: Vec<String> = wanted.iter().map(|r| r.key.clone()).collect();
+    promsd_registration::check_at_start(&etcd, &keys).await?;
+    for registration in wanted {
         kept.insert(registration.key.clone(), keep(&etcd, registration, &loaded.config));
     }
     tracing::info!(port, modules = kept.len(), "agent serving");

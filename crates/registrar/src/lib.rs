@@ -104,6 +104,7 @@ pub async fn execute(cli: Cli) -> Result<i32, Error> {
                 return Err(Error::NoPort);
             }
             args.set.location.etcd.check()?;
+            promsd_registration::check_at_start(&args.set.location.etcd, &[registration.key.clone()]).await?;
             let status = Arc::new(Status::default());
             if let Some(address) = args.web_listen_address {
                 let web = web_source(args.web_config_file.as_deref())?;

@@ -15,4 +15,4 @@ pub mod store;
 pub use keeper::Keeper;
 pub use location::{Identity, Location, RecordValue, Registration, RegistrationError, key_for, owner};
 pub use status::Status;
-pub use store::{Store, StoreError};
+pub use store::{Store, StoreError, check_at_start};

@@ -33,6 +33,20 @@ pub enum Transient {
     TimedOut,
 }
 
+/// The check a daemon (`registrar run`, the agent) makes before it starts: a refusal no retry changes
+/// (wrong credentials, no permission for a key) is an error; an etcd that does not answer within the dial
+/// timeout is logged and left to the keepers' retries, as etcd may well be down while a host boots.
+pub async fn check_at_start(etcd: &EtcdArgs, keys: &[String]) -> Result<(), StoreError> {
+    let timeout = etcd.dial_timeout.max(Duration::from_secs(1));
+    match Store::new(etcd.clone(), timeout).check_access(keys).await {
+        Err(StoreError::Unreachable { endpoints, last, .. }) => {
+            tracing::warn!(%endpoints, error = %last, "etcd does not answer yet; registering once it does");
+            Ok(())
+        }
+        checked => checked,
+    }
+}
+
 /// One key-value as listed.
 #[derive(Debug, Clone)]
 pub struct Listed {
@@ -70,6 +84,24 @@ impl Store {
             client.txn(txn).await.map(|r| r.succeeded())
         })
         .await
+    }
+
+    /// Whether etcd lets these credentials read and write each of `keys`, without writing anything: a
+    /// transaction whose condition never holds still has every operation in it checked for permission.
+    /// For a daemon's start, so that a refusal no retry changes stops it at once; an etcd that does not
+    /// answer within the store's timeout is `Unreachable` (the daemon goes on and retries).
+    pub async fn check_access(&self, keys: &[String]) -> Result<(), StoreError> {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+        for key in keys {
+            self.retry(|mut client| async move {
+                let never = Compare::create_revision(key.as_str(), CompareOp::Less, 0);
+                let txn = Txn::new().when([never]).and_then([TxnOp::put(key.as_str(), "", None)]);
+                let txn = txn.or_else([TxnOp::get(key.as_str(), None)]);
+                client.txn(txn).await.map(|_| ())
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Revokes a lease, deleting its keys. A lease that no longer exists is not an error.
