@@ -18,6 +18,8 @@ pub enum EtcdError {
     Discovery(#[from] DiscoveryError),
     #[error("cannot read {what} {path}: {source}")]
     ReadFile { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{what} {path} is not usable PEM: {problem}")]
+    BadPem { what: &'static str, path: PathBuf, problem: String },
     #[error("--cert and --key must be given together")]
     CertWithoutKey,
     #[error("--user {0:?} has no password: use --user NAME:PASSWORD or --password")]
@@ -133,11 +135,12 @@ impl EtcdArgs {
         if self.cacert.is_some() || self.cert.is_some() || self.key.is_some() {
             let mut tls = TlsOptions::new();
             if let Some(path) = &self.cacert {
-                tls = tls.ca_certificate(Certificate::from_pem(read("CA certificate", path)?));
+                tls = tls.ca_certificate(Certificate::from_pem(read_certificates("CA certificate", path)?));
             }
             match (&self.cert, &self.key) {
                 (Some(cert), Some(key)) => {
-                    tls = tls.identity(Identity::from_pem(read("certificate", cert)?, read("key", key)?));
+                    let (cert, key) = (read_certificates("certificate", cert)?, read_key(key)?);
+                    tls = tls.identity(Identity::from_pem(cert, key));
                 }
                 (None, None) => {}
                 _ => return Err(EtcdError::CertWithoutKey),
@@ -220,6 +223,30 @@ fn dialable(endpoint: &str) -> String {
 
 fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, EtcdError> {
     std::fs::read(path).map_err(|source| EtcdError::ReadFile { what, path: path.clone(), source })
+}
+
+/// A PEM file that holds at least one certificate, all of them readable: a broken file is found at start,
+/// not as a handshake that fails on every retry.
+fn read_certificates(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, EtcdError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let pem = read(what, path)?;
+    let certificates: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+    match certificates {
+        Ok(found) if !found.is_empty() => Ok(pem),
+        Ok(_) => Err(EtcdError::BadPem { what, path: path.clone(), problem: "no certificate in it".into() }),
+        Err(e) => Err(EtcdError::BadPem { what, path: path.clone(), problem: e.to_string() }),
+    }
+}
+
+fn read_key(path: &PathBuf) -> Result<Vec<u8>, EtcdError> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let pem = read("key", path)?;
+    match PrivateKeyDer::from_pem_slice(&pem) {
+        Ok(_) => Ok(pem),
+        Err(e) => Err(EtcdError::BadPem { what: "key", path: path.clone(), problem: e.to_string() }),
+    }
 }
 
 /// The end of the key range holding every key that starts with `prefix` (etcd's WithPrefix).

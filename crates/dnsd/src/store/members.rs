@@ -48,6 +48,8 @@ pub async fn probe(etcd: EtcdArgs, members: Arc<Members>, shutdown: Cancellation
         // Resolved each round: endpoints found through DNS SRV records may change.
         let Ok(endpoints) = etcd.resolve_endpoints().await else { continue };
         let mut up = Vec::with_capacity(endpoints.len());
+        // With one endpoint the watch's own warnings say it all; the metric is still kept.
+        let several = endpoints.len() > 1;
         for endpoint in endpoints {
             let answered = tokio::time::timeout(timeout, status(&etcd, &endpoint, &mut clients)).await;
             let error = match answered {
@@ -60,6 +62,7 @@ pub async fn probe(etcd: EtcdArgs, members: Arc<Members>, shutdown: Cancellation
             }
             let was_down = down.insert(endpoint.clone(), error.is_some());
             match (&error, was_down) {
+                _ if !several => {}
                 (Some(error), None | Some(false)) => tracing::warn!(
                     %endpoint,
                     %error,

@@ -16,6 +16,7 @@ fn replaced_cluster_is_loaded_whole(same_id: bool) {
     }
     let dnsd = Dnsd::start(&old.endpoint, &[ZONE]);
     dnsd.dig_until(&["SRV", "node.prom.local"], |d| d.answer.iter().any(|a| a.contains("9029 old.node")));
+    let serial_before = serial(&dnsd);
     drop(old); // stopped, its data directory gone
 
     let new = if same_id { Etcd::start_on_ports(port, peer) } else { Etcd::start_on_port(port) };
@@ -24,6 +25,15 @@ fn replaced_cluster_is_loaded_whole(same_id: bool) {
         d.answer.iter().any(|a| a.contains("new.node")) && !d.answer.iter().any(|a| a.contains("old.node"))
     });
     assert_eq!(answer.answer, ["node.prom.local. 300 IN SRV 10 100 9100 new.node.prom.local."]);
+    // The new cluster's revision is lower, but secondaries and caches compare serials: it still rises.
+    let serial_after = serial(&dnsd);
+    assert!(serial_after > serial_before, "SOA serial {serial_before} -> {serial_after}");
+}
+
+fn serial(dnsd: &Dnsd) -> u64 {
+    let soa = dnsd.dig(&["SOA", "prom.local"]);
+    let record = soa.answer.first().unwrap_or_else(|| panic!("no SOA:\n{}", soa.raw));
+    record.split_whitespace().nth(6).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("serial in {record}"))
 }
 
 #[test]

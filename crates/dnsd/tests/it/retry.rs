@@ -65,7 +65,13 @@ fn etcd_dying_under_a_running_dnsd_is_retried_with_backoff() {
 #[test]
 fn settings_no_retry_can_fix_stop_dnsd_at_once() {
     let dir = tempfile::tempdir().expect("temp dir");
+    // Files that exist but hold no usable PEM: found at start, not as a handshake failing on every retry.
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    let garbage = garbage.display().to_string();
     for (args, expected) in [
+        (vec!["--endpoints", "https://127.0.0.1:1", "--cacert", &garbage], "is not usable PEM: no certificate in it"),
+        (vec!["--cert", &garbage, "--key", &garbage], "is not usable PEM"),
         (vec!["--endpoints", "127.0.0.1:2379"], "invalid endpoint \"127.0.0.1:2379\""),
         (vec!["--endpoints", "http://"], "invalid endpoint \"http://\""),
         (vec!["--cacert", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
