@@ -11,7 +11,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::config::{Catalog, LeaseBounds, Zone};
 use crate::store::leases::{self, DEFAULT_TTL, LeaseTable};
-use crate::store::{Entry, SrvHost, View};
+use crate::store::{Entry, HostRecord, View};
 /// How many CNAMEs one answer may chain (CoreDNS's maxCnameChainLength).
 const MAX_CHAIN: usize = 10;
 /// No DNS message holds more records of a section than this (16 bytes is the smallest record, an A with a
@@ -35,7 +35,7 @@ pub struct Answer {
 
 /// What a SkyDNS `host` field holds, decided as CoreDNS's HostType does, except that a name host with a
 /// `text` is still a name (CoreDNS makes it a TXT-only entry, which breaks external-dns's TXT registry), and
-/// that external-dns's SRV form is an SRV record (CoreDNS makes it a CNAME to a name with spaces).
+/// that external-dns's SRV and MX forms are those records (CoreDNS makes each a CNAME to a name with spaces).
 enum Host {
     V4(Ipv4Addr),
     V6(Ipv6Addr),
@@ -48,6 +48,11 @@ enum Host {
         port: u16,
         target: String,
     },
+    /// `<preference> <exchange>`: that MX record, and nothing else.
+    Mx {
+        preference: u16,
+        exchange: String,
+    },
 }
 
 fn host_of(entry: &Entry) -> Host {
@@ -55,10 +60,11 @@ fn host_of(entry: &Entry) -> Host {
     match host.parse::<IpAddr>() {
         Ok(IpAddr::V4(ip)) => Host::V4(ip),
         Ok(IpAddr::V6(ip)) => Host::V6(ip),
-        Err(_) => match SrvHost::parse(host) {
-            Some(srv) => {
-                Host::Srv { priority: srv.priority, weight: srv.weight, port: srv.port, target: bare_name(srv.target) }
+        Err(_) => match HostRecord::parse(host) {
+            Some(HostRecord::Srv { priority, weight, port, target }) => {
+                Host::Srv { priority, weight, port, target: bare_name(target) }
             }
+            Some(HostRecord::Mx { preference, exchange }) => Host::Mx { preference, exchange: bare_name(exchange) },
             None => Host::Name(bare_name(host)),
         },
     }
@@ -404,9 +410,9 @@ impl<'a> Resolver<'a> {
     fn srv(&self, owner: &Name, lname: &str, answer: &mut Answer) {
         let entries = self.entries(lname, RecordType::SRV);
         // Weights are shares of 100 within each priority, counted over every entry as CoreDNS does (an SRV
-        // host carries its own weight).
+        // host carries its own weight; an MX host is no SRV record).
         let mut totals: BTreeMap<i64, i64> = BTreeMap::new();
-        for entry in entries.iter().filter(|e| !matches!(host_of(e), Host::Srv { .. })) {
+        for entry in entries.iter().filter(|e| !matches!(host_of(e), Host::Srv { .. } | Host::Mx { .. })) {
             *totals.entry(priority_of(entry)).or_default() += weight_of(entry);
         }
         let mut seen_srv = HashSet::new();
@@ -449,7 +455,7 @@ impl<'a> Resolver<'a> {
         let name = match host {
             Host::V4(_) | Host::V6(_) => self.name_of(entry)?,
             Host::Name(name) if !name.is_empty() => name.clone(),
-            Host::Name(_) | Host::Srv { .. } => return None,
+            Host::Name(_) | Host::Srv { .. } | Host::Mx { .. } => return None,
         };
         Some(strip_labels(&name, entry.service.targetstrip).to_string())
     }
@@ -475,7 +481,7 @@ impl<'a> Resolver<'a> {
             Host::V6(ip) if seen.insert((target.to_string(), IpAddr::V6(ip))) => {
                 out.push(Record::from_rdata(name, ttl, RData::AAAA(AAAA(ip))));
             }
-            Host::Name(_) | Host::Srv { .. } => self.glue(&name, target, seen, out),
+            Host::Name(_) | Host::Srv { .. } | Host::Mx { .. } => self.glue(&name, target, seen, out),
             _ => {}
         }
     }
@@ -500,6 +506,7 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// MX records of the entries with `mail`, and of MX hosts (external-dns's form, which has no `mail`).
     fn mx(&self, owner: &Name, lname: &str, answer: &mut Answer) {
         let mut seen_mx = HashSet::new();
         let mut seen_glue = HashSet::new();
@@ -507,13 +514,17 @@ impl<'a> Resolver<'a> {
             if answer.answers.len() >= MAX_RECORDS {
                 break;
             }
-            if !entry.service.mail {
-                continue;
-            }
-            let Ok(preference) = u16::try_from(priority_of(entry)) else { continue };
-            let ttl = self.ttl(entry);
             let host = host_of(entry);
-            let Some(target) = self.target_of(entry, &host) else { continue };
+            let (preference, target) = match &host {
+                Host::Mx { preference, exchange } => (*preference, exchange.clone()),
+                _ if !entry.service.mail => continue,
+                _ => {
+                    let Ok(preference) = u16::try_from(priority_of(entry)) else { continue };
+                    let Some(target) = self.target_of(entry, &host) else { continue };
+                    (preference, target)
+                }
+            };
+            let ttl = self.ttl(entry);
             let Some(target_name) = fqdn(&target) else { continue };
             if !seen_mx.insert((target.clone(), preference)) {
                 continue;
@@ -527,21 +538,28 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// RFC 8482: one RRset for ANY, the first the name has of NS (at the apex), A, AAAA, TXT, SRV, as Knot
-    /// answers (never every record, which made ANY an amplifier).
+    /// RFC 8482: one RRset for ANY, the first the name has of NS (at the apex), then in type order as Knot
+    /// answers: A, MX, TXT, AAAA, SRV (never every record, which made ANY an amplifier).
     fn any(&self, owner: &Name, lname: &str, zone: &Zone, apex: bool, answer: &mut Answer) {
         if apex {
             self.ns(owner, zone, answer);
         }
-        for rtype in [RecordType::A, RecordType::AAAA] {
-            if answer.answers.is_empty() {
-                let mut chain = vec![lname.to_string()];
-                self.addresses(owner, lname, rtype, &mut chain, &mut answer.answers);
-            }
+        let addresses = |rtype, answer: &mut Answer| {
+            let mut chain = vec![lname.to_string()];
+            self.addresses(owner, lname, rtype, &mut chain, &mut answer.answers);
+        };
+        if answer.answers.is_empty() {
+            addresses(RecordType::A, answer);
+        }
+        if answer.answers.is_empty() {
+            self.mx(owner, lname, answer);
         }
         if answer.answers.is_empty() {
             let mut chain = vec![lname.to_string()];
             self.txt(owner, lname, &mut chain, &mut answer.answers);
+        }
+        if answer.answers.is_empty() {
+            addresses(RecordType::AAAA, answer);
         }
         if answer.answers.is_empty() {
             self.srv(owner, lname, answer);

@@ -13,7 +13,7 @@ use promsd_common::{RecordError, Service};
 use thiserror::Error;
 
 use super::Health;
-use super::srv_host::SrvHost;
+use super::host_record::HostRecord;
 use super::view::Entry;
 use crate::config::Catalog;
 
@@ -107,8 +107,8 @@ impl Ingest {
         // check its labels (a segment may hold dots, which make more labels of it, as in the name).
         check_labels(relative, &['/', '.']).map_err(Skip::BadName)?;
         let service = Service::parse(kv.value)?;
-        // An SRV host (external-dns's form) is checked for its target.
-        let host = SrvHost::parse(&service.host).map_or(service.host.as_str(), |srv| srv.target);
+        // An SRV or MX host (external-dns's forms) is checked for its target.
+        let host = HostRecord::parse(&service.host).map_or(service.host.as_str(), |record| record.target());
         let host = host.trim_end_matches('.');
         if !host.is_empty() && host.parse::<IpAddr>().is_err() {
             check_name(host).map_err(|problem| Skip::BadHost { host: service.host.clone(), problem })?;

@@ -8,10 +8,10 @@
 
 mod changes;
 pub mod follow;
+pub mod host_record;
 pub mod ingest;
 pub mod leases;
 pub mod members;
-pub mod srv_host;
 pub mod view;
 mod writer;
 
@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 pub use changes::Changes;
+pub use host_record::HostRecord;
 pub use ingest::KeyValue;
 pub use leases::{DEFAULT_TTL, LeaseBounds, LeaseTable};
-pub use srv_host::SrvHost;
 pub use view::{Entry, View};
 pub use writer::{Event, Writer};
 

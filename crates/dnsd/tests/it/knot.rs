@@ -13,11 +13,11 @@ fn zone_file(origin: &str, records: &str) -> String {
     )
 }
 
-/// What is compared: the status, the answer section and the types in the authority section (its SOA is each
-/// server's own).
-fn seen(d: &Dig) -> (String, Vec<String>, Vec<String>) {
+/// What is compared: the status, the answer section, the types in the authority section (its SOA is each
+/// server's own) and the additional section.
+fn seen(d: &Dig) -> (String, Vec<String>, Vec<String>, Vec<String>) {
     let types = d.authority.iter().filter_map(|r| r.split_whitespace().nth(3)).map(str::to_string).collect();
-    (d.status.clone(), d.answer_sorted(), types)
+    (d.status.clone(), d.answer_sorted(), types, d.additional_sorted())
 }
 
 /// dnsd serving `keys` from etcd and Knot serving `records` for `zone` get every question; all differences
@@ -155,4 +155,29 @@ fn external_dns_srv_records_answer_as_knot() {
     ];
     let records = "ns1.ns.dns A 10.0.0.1\n_http._tcp.svc SRV 10 5 8080 lb\n_http._tcp.svc SRV 20 0 8081 www.example.org.\nlb A 10.0.0.10\n";
     side_by_side(ZONE, &keys, records, &each(&["SRV", "A", "AAAA", "TXT", "CNAME"], &["_http._tcp.svc.prom.local"]));
+}
+
+/// external-dns keeps an MX record's data in its target, `"<preference> <exchange>"`, and the CoreDNS provider
+/// writes that string as the `host` (no `mail`); a TXT of the same name goes into the `text` of its first key.
+/// A host of neither form with spaces stays malformed: skipped, its name does not exist.
+#[test]
+fn external_dns_mx_records_answer_as_knot() {
+    let keys = [
+        ("/skydns/local/prom/dns/ns/ns1", r#"{"host":"10.0.0.1"}"#),
+        ("/skydns/local/prom/mail/1a2b3c4d", r#"{"host":"10 mx1.prom.local","targetstrip":1}"#),
+        ("/skydns/local/prom/mail/5e6f7a8b", r#"{"host":"20 mx.example.org.","targetstrip":1}"#),
+        ("/skydns/local/prom/mx1/9c0d1e2f", r#"{"host":"10.0.0.20","targetstrip":1}"#),
+        ("/skydns/local/prom/mx1/0a1b2c3d", r#"{"host":"fd00::20","targetstrip":1}"#),
+        ("/skydns/local/prom/spf/4e5f6a7b", r#"{"host":"5 mx1.prom.local","text":"v=spf1 mx -all","targetstrip":1}"#),
+        ("/skydns/local/prom/nomail/8c9d0e1f", r#"{"host":"0 .","targetstrip":1}"#),
+        ("/skydns/local/prom/v6txt/2a3b4c5d", r#"{"host":"fd00::5","text":"v6 and text","targetstrip":1}"#),
+        ("/skydns/local/prom/bad/6e7f8a9b", r#"{"host":"10 5 mx1.prom.local","targetstrip":1}"#),
+    ];
+    let records = "ns1.ns.dns A 10.0.0.1\nmail MX 10 mx1\nmail MX 20 mx.example.org.\nmx1 A 10.0.0.20\nmx1 AAAA fd00::20\nspf MX 5 mx1\nspf TXT \"v=spf1 mx -all\"\nnomail MX 0 .\nv6txt AAAA fd00::5\nv6txt TXT \"v6 and text\"\n";
+    let names = ["mail", "spf", "nomail", "bad"].map(|n| format!("{n}.prom.local"));
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut questions = each(&["MX", "A", "AAAA", "ANY", "TXT", "CNAME", "SRV"], &names);
+    // ANY takes Knot's type order, MX and TXT before AAAA (SRV of an IP host is SkyDNS's own, see the docs).
+    questions.extend(each(&["ANY", "AAAA", "TXT", "MX"], &["v6txt.prom.local"]));
+    side_by_side(ZONE, &keys, records, &questions);
 }
