@@ -22,7 +22,8 @@ use super::writer::{Event, Writer};
 
 const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Below 5 s with the load after it, so dnsd is current within 5 s of etcd coming back.
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// How often a quiet watch is looked at.
 const TICK: Duration = Duration::from_secs(1);
 /// After this long without a message, ask etcd for a progress notification: its answer confirms the view is

@@ -21,10 +21,14 @@ fn replaced_cluster_is_loaded_whole(same_id: bool) {
 
     let new = if same_id { Etcd::start_on_ports(port, peer) } else { Etcd::start_on_port(port) };
     new.put("/skydns/local/prom/node/new", r#"{"host":"10.0.0.2","port":9100}"#);
+    let back = std::time::Instant::now();
     let answer = dnsd.dig_until(&["SRV", "node.prom.local"], |d| {
         d.answer.iter().any(|a| a.contains("new.node")) && !d.answer.iter().any(|a| a.contains("old.node"))
     });
     assert_eq!(answer.answer, ["node.prom.local. 300 IN SRV 10 100 9100 new.node.prom.local."]);
+    // The retry backoff's cap (4 s) plus the load: current within 5 s of etcd answering again.
+    let took = back.elapsed();
+    assert!(took < std::time::Duration::from_secs(5), "converged {took:?} after etcd was back");
     // The new cluster's revision is lower, but secondaries and caches compare serials: it still rises.
     let serial_after = serial(&dnsd);
     assert!(serial_after > serial_before, "SOA serial {serial_before} -> {serial_after}");
