@@ -39,10 +39,35 @@ impl Etcd {
         Self::start_on(Some(netns), client_port, client_port + 1)
     }
 
-    fn start_on(netns: Option<&Netns>, client_port: u16, peer_port: u16) -> Self {
-        require("etcd");
+    /// Restores `snapshot` (`etcdctl snapshot restore`, as an operator recovering from a backup) and starts
+    /// etcd on it with the given ports: the cluster ID of a member of that name and peer URL, the data and
+    /// the revision of the snapshot.
+    pub fn restored_from(snapshot: &std::path::Path, client_port: u16, peer_port: u16) -> Self {
         require("etcdctl");
         let dir = tempfile::tempdir().expect("temp dir");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let mut restore = Command::new("etcdctl");
+        restore.env("ETCDCTL_API", "3").arg("snapshot").arg("restore").arg(snapshot);
+        restore.args(["--name", "test", "--initial-cluster", &format!("test={peer}")]);
+        restore.args(["--initial-advertise-peer-urls", &peer, "--data-dir"]).arg(dir.path().join("data"));
+        output_of(&mut restore).unwrap_or_else(|e| panic!("etcdctl snapshot restore: {e}"));
+        Self::start_in_dir(None, client_port, peer_port, dir)
+    }
+
+    /// Saves a snapshot of this etcd's data to `path` (`etcdctl snapshot save`).
+    pub fn snapshot(&self, path: &std::path::Path) {
+        let path = path.display().to_string();
+        self.etcdctl(&["snapshot", "save", &path]);
+    }
+
+    fn start_on(netns: Option<&Netns>, client_port: u16, peer_port: u16) -> Self {
+        Self::start_in_dir(netns, client_port, peer_port, tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// Starts etcd with its data under `dir`/data (empty: a new cluster).
+    fn start_in_dir(netns: Option<&Netns>, client_port: u16, peer_port: u16, dir: TempDir) -> Self {
+        require("etcd");
+        require("etcdctl");
         let endpoint = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let args = [

@@ -49,3 +49,29 @@ fn a_new_cluster_on_the_same_url_is_loaded_whole() {
 fn a_wiped_cluster_with_the_same_id_is_loaded_whole() {
     replaced_cluster_is_loaded_whole(true);
 }
+
+/// An operator restores last night's snapshot (`etcdctl snapshot restore`) onto the same URL: the same
+/// cluster ID, the older data at its older revision. dnsd answers the snapshot's records, not the ones
+/// written after it.
+#[test]
+fn a_restored_older_snapshot_is_loaded_whole() {
+    let (port, peer) = (promsd_tests::free_port(), promsd_tests::free_port());
+    let old = Etcd::start_on_ports(port, peer);
+    old.put("/skydns/local/prom/node/kept", r#"{"host":"10.0.0.1","port":9100}"#);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let snapshot = dir.path().join("backup.db");
+    old.snapshot(&snapshot);
+    for i in 0..20 {
+        old.put("/skydns/local/prom/node/later", &format!(r#"{{"host":"10.0.0.2","port":{}}}"#, 9000 + i));
+    }
+    old.del("/skydns/local/prom/node/kept");
+    let dnsd = Dnsd::start(&old.endpoint, &[ZONE]);
+    dnsd.dig_until(&["SRV", "node.prom.local"], |d| d.answer.iter().any(|a| a.contains("9019 later.node")));
+    drop(old);
+
+    let _restored = Etcd::restored_from(&snapshot, port, peer);
+    let answer = dnsd.dig_until(&["SRV", "node.prom.local"], |d| {
+        d.answer.iter().any(|a| a.contains("kept.node")) && !d.answer.iter().any(|a| a.contains("later.node"))
+    });
+    assert_eq!(answer.answer, ["node.prom.local. 300 IN SRV 10 100 9100 kept.node.prom.local."]);
+}
