@@ -126,6 +126,7 @@ pub async fn run(
     });
     let server = tokio::spawn(promsd_web::serve(listener, web, proxy.clone(), web_metrics, shutdown.clone()));
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    promsd_notify::ready(&format!("serving {} modules", proxy.loaded.load().modules.len()));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -165,7 +166,9 @@ pub async fn run(
         kept = next;
         etcd = new_etcd;
         tracing::info!(modules = kept.len(), "configuration reloaded");
+        promsd_notify::status(&format!("serving {} modules", kept.len()));
     }
+    promsd_notify::stopping();
     let _ = server.await;
     release_all(kept.into_values().collect()).await;
     Ok(())

@@ -51,6 +51,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         let (source, metrics) = (config.web.clone(), web_metrics.clone());
         tasks.spawn(promsd_web::serve(listener, source, web.clone(), metrics, shutdown.clone()));
     }
+    promsd_notify::status("waiting for the first load from etcd");
     tokio::select! {
         _ = shutdown.cancelled() => {}
         refused = &mut follow => {
@@ -63,6 +64,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         }
         _ = store.wait_ready() => {
             tracing::info!("serving DNS");
+            promsd_notify::ready("serving DNS");
             for socket in listeners.udp {
                 match socket.into_std() {
                     Ok(socket) => {
@@ -78,6 +80,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         }
     }
     shutdown.cancelled().await;
+    promsd_notify::stopping();
     let _ = follow.await; // after the first load it only returns at shutdown
     while tasks.join_next().await.is_some() {}
     for thread in udp_threads {

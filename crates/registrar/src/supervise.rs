@@ -56,12 +56,14 @@ pub async fn supervise(
                 if accepts_connections(probe).await {
                     status.exporter_up.store(true, Ordering::Relaxed);
                     tracing::info!(%probe, "exporter accepts connections; registering");
+                    promsd_notify::ready("exporter accepts connections; registering");
                     keeper = Some(Keeper::start(etcd.clone(), registration.clone(), lease_ttl, status.clone()));
                 }
             }
         }
     };
     status.exporter_up.store(false, Ordering::Relaxed);
+    promsd_notify::stopping();
     let code = exit_code(exit);
     tracing::info!(code, "exporter exited");
     if let Some(keeper) = keeper {
