@@ -5,6 +5,7 @@ mod cluster;
 mod corefile;
 mod discovery;
 mod docs;
+mod logs;
 mod prometheus;
 mod security;
 mod stack;

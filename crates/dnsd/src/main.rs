@@ -1,25 +1,16 @@
 use anyhow::Context;
 use clap::Parser;
 use dnsd::{Cli, Listeners, Settings};
+use promsd_log::LevelHandle as LogLevel;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{Registry, reload};
-
-/// Sets the log level of the running process (a SIGHUP may change it).
-type LogLevel = reload::Handle<LevelFilter, Registry>;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let (filter, log_level) = reload::Layer::new(LevelFilter::INFO);
-    let format = tracing_subscriber::fmt::layer()
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    tracing_subscriber::registry().with(filter).with(format).init();
+    // Info until the Corefile is read: its `debug` may lower the level.
+    let log_level = promsd_log::init(cli.log_format, tracing::Level::INFO);
     let settings = cli.settings()?;
-    let _ = log_level.reload(LevelFilter::from_level(settings.log_level));
+    log_level.set(settings.log_level);
     let (dns, web) = (settings.dns_listen_address, &settings.web_listen_addresses);
     let listeners =
         Listeners::bind(dns, web).with_context(|| format!("cannot listen on {dns} (DNS) or {web:?} (web)"))?;
@@ -61,7 +52,7 @@ fn reload(running: &mut Settings, log_level: &LogLevel) {
     let live = &running.config.live;
     let mut applied = live.apply(new.config.live.lease_bounds(), new.config.live.log_queries());
     if new.log_level != running.log_level {
-        let _ = log_level.reload(LevelFilter::from_level(new.log_level));
+        log_level.set(new.log_level);
         applied.push(format!("log level: {} -> {}", running.log_level, new.log_level));
         running.log_level = new.log_level;
     }

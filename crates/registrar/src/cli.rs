@@ -18,6 +18,9 @@ pub struct Cli {
     /// Only log messages with the given severity or above: debug, info, warn, error
     #[arg(long = "log.level", default_value = "info", global = true, value_name = "LEVEL")]
     pub log_level: tracing::Level,
+    /// Output format of log lines: logfmt or json
+    #[arg(long = "log.format", value_enum, default_value_t, global = true, value_name = "FORMAT")]
+    pub log_format: promsd_log::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,12 +4,7 @@ use registrar::cli::Cli;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let mut cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_max_level(cli.log_level)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    promsd_log::init(cli.log_format, cli.log_level);
     if let Some(location) = cli.command.location_mut() {
         location.apply_seed_endpoint(std::env::var("ETCD_ENDPOINT").ok());
     }

@@ -109,6 +109,9 @@ pub struct Cli {
     /// with the Corefile's `debug`]
     #[arg(long = "log.level", value_name = "LEVEL")]
     pub log_level: Option<tracing::Level>,
+    /// Output format of log lines: logfmt or json
+    #[arg(long = "log.format", value_enum, default_value_t, value_name = "FORMAT")]
+    pub log_format: promsd_log::LogFormat,
 }
 
 /// What [`crate::run`] needs: how to reach etcd and what to answer for.

@@ -85,7 +85,7 @@ fn sighup_applies_what_it_can_never_stops_dnsd_and_sigterm_stops_it_within_2s() 
 
     // What only a restart applies is named, and not applied.
     hup(&mut process, corefile(&etcd, "other.zone", "45s", "debug"), "restart dnsd to apply them");
-    assert!(process.log().contains("settings=zones and SOA"), "{}", process.log());
+    assert!(process.log().contains(r#"settings="zones and SOA""#), "{}", process.log());
     hup(&mut process, "prom.local {\n    etcd {\n".to_string(), "the configuration is invalid; the running one stays");
 
     let stopping = Instant::now();
