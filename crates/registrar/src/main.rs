@@ -3,7 +3,17 @@ use registrar::cli::Cli;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let mut cli = Cli::parse();
+    let mut cli = match Cli::try_parse_from(registrar::cli::go_style_flags(std::env::args_os())) {
+        Ok(cli) => cli,
+        // --help and --version as clap prints them; a usage error as one line, exit code 2, nothing started.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let line = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            eprintln!("registrar: {line}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_max_level(cli.log_level)
         .with_target(false)
