@@ -1,6 +1,10 @@
 //! `registrar agent --config FILE`: the modules a host serves behind its one port, the way exporter_exporter
 //! lists them, plus the etcd connection and what the host registers. Strict YAML: an unknown key is an
 //! error naming the file, line and column.
+//!
+//! exporter_exporter 0.4's files are read unchanged: its `global` section (ignored, as it ignores it), its
+//! `http.verify` and `http.tls_ca_cert_file`, Go durations (`1.5s`), a `path` without its leading `/`.
+//! Without `etcd` and `address` the agent only proxies, as exporter_exporter does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,11 +34,19 @@ pub enum ConfigError {
     /// `dir` is the `--config.dirs` directory that defines `module` again.
     #[error("module {module} is defined twice (in {path} and {dir})")]
     Duplicate { module: String, path: PathBuf, dir: PathBuf },
+    /// Half of what registering needs: `etcd` without `address`, or the other way round.
+    #[error(
+        "{path}: {given} is set but {missing} is not (registering needs both; without either the agent only proxies)"
+    )]
+    HalfRegistration { path: PathBuf, given: &'static str, missing: &'static str },
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
+    /// exporter_exporter's (empty) `global` section: accepted and ignored, as exporter_exporter does.
+    #[serde(default)]
+    pub global: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     pub etcd: EtcdSection,
     /// Zone the modules are registered in, e.g. prom.local.
@@ -42,8 +54,8 @@ pub struct AgentConfig {
     #[serde(default = "default_path")]
     pub path: String,
     pub base_path: Option<String>,
-    /// The address Prometheus reaches this host's proxy at.
-    pub address: String,
+    /// The address Prometheus reaches this host's proxy at; without it (and `etcd`) nothing is registered.
+    pub address: Option<String>,
     /// Instance name [default: the short host name].
     pub instance: Option<String>,
     /// Bind the registrations to an etcd lease of this TTL.
@@ -109,7 +121,8 @@ pub struct ModuleConfig {
     pub method: Method,
     #[serde(default, deserialize_with = "optional_duration")]
     pub timeout: Option<Duration>,
-    /// Check the output parses as Prometheus text or OpenMetrics before passing it on.
+    /// Check the output parses as Prometheus text or OpenMetrics before passing it on (also `http.verify`,
+    /// where exporter_exporter has it; `false` in either place turns it off).
     #[serde(default = "yes")]
     pub verify: bool,
     pub http: Option<Http>,
@@ -132,8 +145,6 @@ pub enum HttpSettingError {
     TlsWithoutHttps(&'static str),
     #[error("header {name:?}: {reason}")]
     Header { name: String, reason: &'static str },
-    #[error("path {0:?} must start with / (it may carry a ?query)")]
-    Path(String),
 }
 
 /// An `http` section that passed [`HttpSettingError`]'s checks.
@@ -151,7 +162,7 @@ impl std::ops::Deref for Http {
 impl TryFrom<HttpModule> for Http {
     type Error = HttpSettingError;
 
-    fn try_from(http: HttpModule) -> Result<Self, HttpSettingError> {
+    fn try_from(mut http: HttpModule) -> Result<Self, HttpSettingError> {
         if http.scheme != "http" && http.scheme != "https" {
             return Err(HttpSettingError::Scheme(http.scheme));
         }
@@ -185,8 +196,12 @@ impl TryFrom<HttpModule> for Http {
                 return Err(HttpSettingError::Header { name: name.clone(), reason });
             }
         }
-        if !http.path.starts_with('/') {
-            return Err(HttpSettingError::Path(http.path));
+        // exporter_exporter's own example has `path: probe`: the path is meant from the root. An empty one is
+        // its default, as there.
+        if http.path.is_empty() {
+            http.path = metrics_path();
+        } else if !http.path.starts_with('/') {
+            http.path.insert(0, '/');
         }
         Ok(Self(http))
     }
@@ -207,7 +222,8 @@ pub struct HttpModule {
     pub basic_auth_username: Option<String>,
     pub basic_auth_password: Option<Secret>,
     /// For `scheme: https`: the CA that signs the exporter's certificate (else the system's store is not
-    /// consulted: give one, or `tls_insecure_skip_verify`).
+    /// consulted: give one, or `tls_insecure_skip_verify`). `tls_ca_cert_file` is exporter_exporter's name.
+    #[serde(alias = "tls_ca_cert_file")]
     pub tls_ca_file: Option<PathBuf>,
     /// A client certificate for exporters that require one.
     pub tls_cert_file: Option<PathBuf>,
@@ -216,6 +232,8 @@ pub struct HttpModule {
     pub tls_insecure_skip_verify: bool,
     /// The name to verify the exporter's certificate for [default: address].
     pub server_name: Option<String>,
+    /// exporter_exporter's place for the module's `verify` (`false` skips checking the output).
+    pub verify: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -296,6 +314,13 @@ fn check_module(path: &Path, name: &str, module: &ModuleConfig) -> Result<(), Co
     Ok(())
 }
 
+impl ModuleConfig {
+    /// Whether the output is checked: neither the module's `verify` nor its `http.verify` is `false`.
+    pub fn verifies(&self) -> bool {
+        self.verify && self.http.as_ref().and_then(|h| h.verify).unwrap_or(true)
+    }
+}
+
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
@@ -305,7 +330,21 @@ impl AgentConfig {
             module.defined_in = path.to_path_buf();
             check_module(path, name, module)?;
         }
+        let etcd = !config.etcd.endpoints.is_empty() || config.etcd.discovery_srv.is_some();
+        let half = match (etcd, config.address.is_some()) {
+            (true, false) => Some(("etcd", "address")),
+            (false, true) => Some(("address", "etcd (endpoints or discovery_srv)")),
+            _ => None,
+        };
+        if let Some((given, missing)) = half {
+            return Err(ConfigError::HalfRegistration { path: path.into(), given, missing });
+        }
         Ok(config)
+    }
+
+    /// Whether the modules are registered in etcd; without `etcd` and `address` the agent only proxies.
+    pub fn registers(&self) -> bool {
+        self.address.is_some()
     }
 
     /// The etcd flags this section stands for.
@@ -338,7 +377,7 @@ mod tests {
     #[test]
     fn reads_modules() {
         let config = load(
-            "zone: prom.local\naddress: 10.0.0.5\nlease_ttl: 30s\nmodules:\n  node:\n    method: http\n    timeout: 5s\n    http:\n      port: 9100\n  script:\n    method: exec\n    verify: false\n    exec:\n      command: /bin/echo\n      args: [up 1]\n",
+            "etcd: {endpoints: [http://127.0.0.1:2379]}\nzone: prom.local\naddress: 10.0.0.5\nlease_ttl: 30s\nmodules:\n  node:\n    method: http\n    timeout: 5s\n    http:\n      port: 9100\n  script:\n    method: exec\n    verify: false\n    exec:\n      command: /bin/echo\n      args: [up 1]\n",
         )
         .expect("valid");
         assert_eq!(
@@ -352,29 +391,27 @@ mod tests {
 
     #[test]
     fn unknown_keys_name_the_file_and_line() {
-        let error = load("address: 10.0.0.5\nmodules:\n  node:\n    method: http\n    htp:\n      port: 1\n")
-            .expect_err("unknown key");
+        let error = load("modules:\n  node:\n    method: http\n    htp:\n      port: 1\n").expect_err("unknown key");
         let message = error.to_string();
         assert!(
-            message.contains("agent.yml") && message.contains("unknown field `htp`") && message.contains("line 5"),
+            message.contains("agent.yml") && message.contains("unknown field `htp`") && message.contains("line 4"),
             "{message}"
         );
-        let missing = load("address: a\nmodules:\n  x:\n    method: exec\n").expect_err("no exec section").to_string();
+        let missing = load("modules:\n  x:\n    method: exec\n").expect_err("no exec section").to_string();
         assert!(missing.contains("needs its own section"), "{missing}");
     }
 
     #[test]
     fn module_checks_name_the_file_and_module() {
-        let message = load("address: a\nmodules:\n  x:\n    method: exec\n").expect_err("no section").to_string();
+        let message = load("modules:\n  x:\n    method: exec\n").expect_err("no section").to_string();
         assert!(message.ends_with("agent.yml: module x: method Exec needs its own section"), "{message}");
     }
 
     /// Checks of an http section name the module's path and the line, as an unknown key does.
     #[test]
     fn http_checks_name_the_module_and_line() {
-        let http = |settings: &str| {
-            format!("address: a\nmodules:\n  node:\n    method: http\n    http:\n      port: 1\n{settings}")
-        };
+        let http =
+            |settings: &str| format!("modules:\n  node:\n    method: http\n    http:\n      port: 1\n{settings}");
         for (text, expected) in [
             (http("      scheme: ftp\n"), "scheme \"ftp\" must be http or https"),
             (http("      scheme: https\n"), "https needs tls_ca_file (or tls_insecure_skip_verify: true)"),
@@ -388,15 +425,46 @@ mod tests {
                 "tls_insecure_skip_verify is set but scheme is http (set scheme: https, or remove it)",
             ),
             (http("      headers:\n        \"bad name\": x\n"), "header \"bad name\": not a valid header name"),
-            (http("      path: metrics\n"), "path \"metrics\" must start with /"),
         ] {
             let message = load(&text).expect_err(expected).to_string();
             assert!(
                 message.contains("agent.yml: modules.node: ")
                     && message.contains(expected)
-                    && message.contains("line 4"),
+                    && message.contains("line 3"),
                 "{message}"
             );
         }
+    }
+
+    /// exporter_exporter 0.4's own file, as its README and example write it, loads unchanged.
+    #[test]
+    fn reads_exporter_exporter_files() {
+        let config = load(
+            "global: {}\nmodules:\n  node:\n    method: http\n    timeout: 1.5s\n    http:\n      port: 9100\n      verify: false\n  blackbox:\n    method: http\n    timeout: 1m30s\n    http:\n      port: 9115\n      path: probe\n      scheme: https\n      tls_ca_cert_file: /etc/ssl/ca.pem\n  script:\n    method: exec\n    timeout: 500ms\n    exec:\n      command: /tmp/myscript.sh\n      args: [myarg1]\n      env: {THING: \"1\"}\n",
+        )
+        .expect("exporter_exporter's file");
+        let (node, blackbox) = (&config.modules["node"], &config.modules["blackbox"]);
+        assert_eq!(node.timeout, Some(Duration::from_millis(1500)));
+        assert!(!node.verifies() && blackbox.verifies() && config.modules["script"].verifies());
+        assert_eq!(blackbox.timeout, Some(Duration::from_secs(90)));
+        let http = blackbox.http.as_ref().expect("http");
+        assert_eq!((http.path.as_str(), http.tls_ca_file.as_deref()), ("/probe", Some(Path::new("/etc/ssl/ca.pem"))));
+        assert_eq!(config.modules["script"].timeout, Some(Duration::from_millis(500)));
+        assert!(!config.registers());
+        // What exporter_exporter refuses is refused here too, naming the line.
+        let message = load("modules:\n  x:\n    method: http\n    http:\n      port: 1\n      tls_ca_certfile: x\n")
+            .expect_err("unknown key")
+            .to_string();
+        assert!(message.contains("unknown field `tls_ca_certfile`") && message.contains("line 6"), "{message}");
+    }
+
+    /// Registering needs etcd and the address; one without the other is a mistake, not proxy-only.
+    #[test]
+    fn etcd_and_address_go_together() {
+        let message = load("address: 10.0.0.5\n").expect_err("no etcd").to_string();
+        assert!(message.ends_with("agent.yml: address is set but etcd (endpoints or discovery_srv) is not (registering needs both; without either the agent only proxies)"), "{message}");
+        let message = load("etcd: {discovery_srv: prom.local}\n").expect_err("no address").to_string();
+        assert!(message.contains("etcd is set but address is not"), "{message}");
+        assert!(load("etcd: {discovery_srv: prom.local}\naddress: a\n").expect("both").registers());
     }
 }

@@ -45,7 +45,9 @@ pub enum AgentError {
 }
 
 /// The records of every module: `<instance>.<module>.<zone>` -> this host's address and the proxy's port.
+/// None without `etcd` and `address` (proxy only).
 pub fn registrations(config: &AgentConfig, port: u16) -> Result<Vec<Registration>, RegistrationError> {
+    let Some(address) = &config.address else { return Ok(Vec::new()) };
     let location = Location::new(&config.path, config.base_path.as_deref(), config.zone.as_deref())?;
     config
         .modules
@@ -54,7 +56,7 @@ pub fn registrations(config: &AgentConfig, port: u16) -> Result<Vec<Registration
             let identity = Identity { service: module.clone(), instance: config.instance.clone() };
             let key = key_for(&location, &identity)?;
             let service = Service {
-                host: config.address.clone(),
+                host: address.clone(),
                 port: i64::from(port),
                 owner: promsd_registration::owner(),
                 ..Service::default()
@@ -88,7 +90,9 @@ impl ConfigSource {
     /// The configuration with every module's backend built and its etcd settings checked.
     pub fn load_modules(&self) -> Result<Loaded, AgentError> {
         let config = self.load()?;
-        config.etcd_args().check().map_err(|source| AgentError::Etcd { path: self.path.clone(), source })?;
+        if config.registers() {
+            config.etcd_args().check().map_err(|source| AgentError::Etcd { path: self.path.clone(), source })?;
+        }
         Ok(Loaded::new(config)?)
     }
 }
@@ -113,7 +117,12 @@ pub async fn run(
     let mut kept: BTreeMap<String, Keeper> = BTreeMap::new();
     let wanted = registrations(&loaded.config, port)?;
     let keys: Vec<String> = wanted.iter().map(|r| r.key.clone()).collect();
-    promsd_registration::check_at_start(&etcd, &keys).await?;
+    let mut registers = loaded.config.registers();
+    if registers {
+        promsd_registration::check_at_start(&etcd, &keys).await?;
+    } else {
+        proxy_only(&source);
+    }
     for registration in wanted {
         kept.insert(registration.key.clone(), keep(&etcd, registration, &loaded.config));
     }
@@ -143,6 +152,10 @@ pub async fn run(
             }
         };
         let new_etcd = loaded.config.etcd_args();
+        if registers && !loaded.config.registers() {
+            proxy_only(&source);
+        }
+        registers = loaded.config.registers();
         // Keep what is unchanged; release what went or changed; start what is new.
         let mut next = BTreeMap::new();
         let mut gone = Vec::new();
@@ -172,6 +185,11 @@ pub async fn run(
     let _ = server.await;
     release_all(kept.into_values().collect()).await;
     Ok(())
+}
+
+/// Said once when the agent starts (or a reload makes it) proxy only, as exporter_exporter is.
+fn proxy_only(source: &ConfigSource) {
+    tracing::info!(config = %source.path.display(), "no etcd and address configured: proxying only, registering nothing");
 }
 
 /// Removes registrations concurrently, so stopping with etcd down takes one timeout, not one per module.

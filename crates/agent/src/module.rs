@@ -88,7 +88,7 @@ impl Module {
             (Backend::Http(http), _, _) => tokio::time::timeout(deadline, http.fetch(forward))
                 .await
                 .map_err(|_| BackendError::Timeout(deadline))??,
-            (Backend::Exec, Some(exec), _) => backend::exec::run(&self.name, exec, deadline).await?,
+            (Backend::Exec, Some(exec), _) => backend::exec::run(&self.name, exec, forward.args, deadline).await?,
             (Backend::File, _, Some(file)) => backend::file::read(file).await?,
             // Loaded::new and the config's checks make these unreachable; answer as a broken backend.
             _ => {
@@ -99,7 +99,7 @@ impl Module {
                 .into());
             }
         };
-        if config.verify {
+        if config.verifies() {
             let openmetrics = fetched.content_type.starts_with("application/openmetrics-text");
             let unzipped;
             let plain: &[u8] = match fetched.content_encoding.as_deref() {

@@ -1,6 +1,7 @@
-//! The agent's endpoints: `/proxy?module=NAME` (other parameters and the request's headers passed on, as
-//! exporter_exporter does), `/` (the modules, HTML or JSON), `/metrics` (its own). Only configured modules
-//! are reachable: the request never chooses a backend host, port, command, argument or file.
+//! The agent's endpoints: `/proxy?module=NAME` (other parameters and the request's headers passed on, and
+//! `args=` appended to an exec module's command, as exporter_exporter does), `/` (the modules, HTML or JSON,
+//! as exporter_exporter lists them), `/metrics` (its own). Only configured modules are reachable: the
+//! request never chooses a backend host, port, command or file.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,32 +80,37 @@ impl Proxy {
         let query = request.uri().query().unwrap_or_default();
         // Decoded as exporter_exporter (Go's url.ParseQuery) decodes it; the first `module` names the module,
         // everything else goes to the backend.
-        let mut module_name = None;
+        let mut modules = Vec::new();
         let mut params = Vec::new();
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            if name == "module" && module_name.is_none() {
-                module_name = Some(value.into_owned());
-            } else {
+            if name == "module" {
+                modules.push(value.to_string());
+            }
+            if name != "module" || modules.len() > 1 {
                 params.push((name.into_owned(), value.into_owned()));
             }
         }
-        let Some(name) = module_name else { return text(StatusCode::BAD_REQUEST, "missing ?module=NAME\n") };
-        let Some(module) = loaded.modules.get(&name) else {
-            return text(StatusCode::NOT_FOUND, format!("unknown module {name:?}\n"));
+        // exporter_exporter's answers, word for word (Go prints the `module` values as a list, and `http.Error`
+        // adds a newline).
+        let Some(name) = modules.first() else {
+            return text(StatusCode::BAD_REQUEST, "require parameter module is missing[]\n\n");
         };
-        // exporter_exporter appends `args=` to an exec module's command line; promsd never lets a request
-        // choose a command's arguments, and says so rather than dropping them silently.
-        if module.config.exec.is_some() && params.iter().any(|(n, _)| n == "args") {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("module {name}: exec modules take no args= from the request (configure exec.args)\n"),
-            );
-        }
+        let Some(module) = loaded.modules.get(name) else {
+            return text(StatusCode::NOT_FOUND, format!("unknown module [{}]\n\n", modules.join(" ")));
+        };
         let deadline = deadline(request, module.config.timeout);
         self.metrics.scrapes.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let forward =
-            Forward { params: &params, headers: request.headers(), peer: peer.ip(), consumed: &loaded.consumed };
+        // For an exec module, each `args=` is one more argument after the configured ones, as
+        // exporter_exporter passes them: whoever may scrape may choose them.
+        let args: Vec<&str> = params.iter().filter(|(n, _)| n == "args").map(|(_, v)| v.as_str()).collect();
+        let forward = Forward {
+            params: &params,
+            args: &args,
+            headers: request.headers(),
+            peer: peer.ip(),
+            consumed: &loaded.consumed,
+        };
         match module.scrape(&forward, deadline).await {
             Ok(scrape) => {
                 let mut response = Response::new(Full::new(scrape.body));
@@ -211,33 +217,81 @@ fn deadline(request: &Request<Incoming>, module_timeout: Option<Duration>) -> Du
     }
 }
 
-/// The module list: names and methods only, never a module's settings (credentials, commands).
+/// The module list as exporter_exporter 0.4 gives it: its HTML, byte for byte, or with exactly
+/// `Accept: application/json` its JSON (Go's field names and values; a module's `File` for file modules).
+/// Header and environment values are not shown (they often carry credentials); nor are the agent's own
+/// settings (basic auth, `server_name`, the token).
 fn index(request: &Request<Incoming>, loaded: &Loaded) -> Reply {
-    let wants_json =
-        request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"));
-    if wants_json {
-        let modules: serde_json::Map<String, serde_json::Value> = loaded
-            .modules
-            .iter()
-            .map(|(name, m)| {
-                (name.clone(), serde_json::json!({ "method": format!("{:?}", m.config.method).to_lowercase() }))
-            })
-            .collect();
+    if request.headers().get(ACCEPT).is_some_and(|v| v.as_bytes() == b"application/json") {
+        let modules: serde_json::Map<String, serde_json::Value> =
+            loaded.modules.iter().map(|(name, m)| (name.clone(), module_json(&m.config))).collect();
         return response::with_type(
             StatusCode::OK,
             "application/json",
             Bytes::from(serde_json::Value::Object(modules).to_string()),
         );
     }
-    let links: String =
-        loaded.modules.keys().map(|name| format!("<li><a href=\"/proxy?module={name}\">{name}</a></li>")).collect();
+    let links: String = loaded
+        .modules
+        .keys()
+        .map(|name| format!("\n\t\t\t\t\t\t<li><a href=\"/proxy?module={name}\">{name}</a></li>\n\t\t\t\t\t"))
+        .collect();
     response::with_type(
         StatusCode::OK,
         "text/html; charset=utf-8",
-        format!(
-            "<!DOCTYPE html><html><head><title>registrar agent</title></head><body><h1>Modules</h1><ul>{links}</ul><p><a href=\"/metrics\">metrics</a></p></body></html>\n"
-        ),
+        format!("\n\t\t\t<h2>Exporters:</h2>\n\t\t\t\t<ul>\n\t\t\t\t\t{links}\n\t\t\t\t</ul>"),
     )
+}
+
+/// One module as exporter_exporter's `json.Marshal` of its module configuration writes it.
+fn module_json(config: &crate::config::ModuleConfig) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let hidden = |map: &std::collections::BTreeMap<String, String>| -> Value {
+        if map.is_empty() {
+            return Value::Null;
+        }
+        map.keys().map(|k| (k.clone(), Value::from("<hidden>"))).collect::<serde_json::Map<_, _>>().into()
+    };
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let exec = match &config.exec {
+        Some(e) => json!({
+            "Command": e.command,
+            "Args": if e.args.is_empty() { Value::Null } else { json!(e.args) },
+            "Env": hidden(&e.env),
+            "XXX": null,
+        }),
+        None => json!({ "Command": "", "Args": null, "Env": null, "XXX": null }),
+    };
+    let http = match &config.http {
+        Some(h) => json!({
+            "Verify": h.verify.unwrap_or(true),
+            "TLSInsecureSkipVerify": h.tls_insecure_skip_verify,
+            "TLSCertFile": path(&h.tls_cert_file),
+            "TLSKeyFile": path(&h.tls_key_file),
+            "TLSCACertFile": path(&h.tls_ca_file),
+            "Port": h.port,
+            "Path": h.path,
+            "Scheme": h.scheme,
+            "Address": h.address,
+            "Headers": hidden(&h.headers),
+            "XXX": null,
+        }),
+        None => json!({
+            "Verify": null, "TLSInsecureSkipVerify": false, "TLSCertFile": null, "TLSKeyFile": null,
+            "TLSCACertFile": null, "Port": 0, "Path": "", "Scheme": "", "Address": "", "Headers": null, "XXX": null,
+        }),
+    };
+    let mut module = json!({
+        "Method": format!("{:?}", config.method).to_lowercase(),
+        "Timeout": config.timeout.map_or(0, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)),
+        "XXX": null,
+        "Exec": exec,
+        "HTTP": http,
+    });
+    if let (Some(file), Some(object)) = (&config.file, module.as_object_mut()) {
+        object.insert("File".into(), json!({ "Path": file.path.display().to_string() }));
+    }
+    module
 }
 
 #[cfg(test)]

@@ -39,8 +39,9 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
-    /// The agent's configuration (YAML): modules, etcd, zone, the address to register
-    #[arg(long, value_name = "FILE")]
+    /// The agent's configuration (YAML): modules, etcd, zone, the address to register; an exporter_exporter
+    /// file works as it is (`--config.file` is an alias)
+    #[arg(long, alias = "config.file", value_name = "FILE")]
     pub config: std::path::PathBuf,
     /// Address the proxy listens on; its port is the one registered
     #[arg(long = "web.listen-address", default_value = "0.0.0.0:9998", value_name = "ADDR")]
@@ -210,5 +211,101 @@ impl Command {
             Command::Run(args) => &mut args.set.location,
             Command::Agent(_) => return None,
         })
+    }
+}
+
+/// The command line with exporter_exporter's one-dash flags of `registrar agent` (Go's spelling:
+/// `-config.file=F`, `-web.listen-address A`) spelled with two dashes, as clap takes them: every one-dash
+/// argument after `agent` (not past `--`) whose name has a dot. One the agent does not have is then refused
+/// by its name (`--web.bearer.token`), not as a cluster of short flags. Everything else is left as it is.
+pub fn go_style_flags(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    // The subcommand is the first argument that is neither a flag nor the value of `--log.level LEVEL`.
+    let mut value_next = false;
+    let mut agent = None;
+    for (i, arg) in args.iter().enumerate().skip(1) {
+        let arg = arg.to_string_lossy();
+        if value_next {
+            value_next = false;
+        } else if arg == "--log.level" {
+            value_next = true;
+        } else if !arg.starts_with('-') {
+            agent = (arg == "agent").then_some(i);
+            break;
+        }
+    }
+    let Some(agent) = agent else { return args };
+    for arg in args.iter_mut().skip(agent + 1) {
+        let Some(text) = arg.to_str() else { continue };
+        if text == "--" {
+            break;
+        }
+        let Some(flag) = text.strip_prefix('-').filter(|f| !f.starts_with('-')) else { continue };
+        if flag.split_once('=').map_or(flag, |(name, _)| name).contains('.') {
+            *arg = format!("-{text}").into();
+        }
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(go_style_flags(args.iter().map(std::ffi::OsString::from)))
+    }
+
+    #[test]
+    fn the_agent_takes_exporter_exporter_s_flags() {
+        for args in [
+            &["registrar", "agent", "-config.file=e.yml", "-web.listen-address", "127.0.0.1:9999"][..],
+            &["registrar", "agent", "--config.file", "e.yml", "--web.listen-address=127.0.0.1:9999"],
+            &[
+                "registrar",
+                "--log.level",
+                "debug",
+                "agent",
+                "-config.file",
+                "e.yml",
+                "-web.listen-address=127.0.0.1:9999",
+            ],
+            &["registrar", "agent", "--config", "e.yml", "-web.listen-address=127.0.0.1:9999"],
+        ] {
+            let Command::Agent(agent) = parse(args).expect("parses").command else { panic!("agent") };
+            assert_eq!(agent.config, std::path::Path::new("e.yml"), "{args:?}");
+            assert_eq!(agent.web_listen_address.to_string(), "127.0.0.1:9999", "{args:?}");
+        }
+        let Command::Agent(agent) =
+            parse(&["registrar", "agent", "-config.file", "e.yml", "-config.dirs", "a", "-config.dirs=b"])
+                .expect("parses")
+                .command
+        else {
+            panic!("agent")
+        };
+        assert_eq!(agent.config_dirs, [std::path::Path::new("a"), std::path::Path::new("b")]);
+        // A flag exporter_exporter has and the agent does not is a usage error, not ignored.
+        assert!(parse(&["registrar", "agent", "-config.file", "e.yml", "-web.bearer.token", "x"]).is_err());
+    }
+
+    /// Only the agent's flags: `run`'s exporter keeps its own one-dash flags.
+    #[test]
+    fn other_commands_and_the_exporter_s_arguments_are_untouched() {
+        let args = [
+            "registrar",
+            "run",
+            "--zone",
+            "z",
+            "--service",
+            "s",
+            "--address",
+            "a",
+            "--",
+            "exporter",
+            "-web.listen-address=:1",
+        ];
+        assert_eq!(go_style_flags(args.iter().map(std::ffi::OsString::from)), args.map(std::ffi::OsString::from));
+        let Command::Run(run) = parse(&args).expect("parses").command else { panic!("run") };
+        assert_eq!(run.command, ["exporter", "-web.listen-address=:1"]);
     }
 }

@@ -1,5 +1,6 @@
 //! `method: exec`: a command run per scrape, in its own process group, killed whole at the deadline.
-//! Its arguments are the configured ones only: a request never adds any (see the proxy's `args=`).
+//! Its arguments are the configured ones followed by the request's `args=` values, as exporter_exporter runs
+//! it: the command is never a shell, so an argument is only ever an argument.
 
 use std::time::Duration;
 
@@ -8,10 +9,11 @@ use bytes::Bytes;
 use super::{BackendError, Fetched, TEXT_FORMAT};
 use crate::config::ExecModule;
 
-pub async fn run(module: &str, exec: &ExecModule, deadline: Duration) -> Result<Fetched, BackendError> {
+pub async fn run(module: &str, exec: &ExecModule, args: &[&str], deadline: Duration) -> Result<Fetched, BackendError> {
     let mut command = tokio::process::Command::new(&exec.command);
     command
         .args(&exec.args)
+        .args(args)
         .envs(&exec.env)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

@@ -59,6 +59,8 @@ const NOT_FORWARDED: [&str; 12] = [
 pub struct Forward<'a> {
     /// Query parameters (decoded), without the `module` that chose the module.
     pub params: &'a [(String, String)],
+    /// The `args` parameters, in order: an exec module's extra arguments.
+    pub args: &'a [&'a str],
     pub headers: &'a HeaderMap,
     pub peer: IpAddr,
     /// Headers the agent consumes itself (its token) and so never passes on.

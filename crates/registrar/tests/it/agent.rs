@@ -147,7 +147,10 @@ modules:
 
     let (_, index) = get(addr, "/", &[("Accept", "application/json")]);
     let modules: serde_json::Value = serde_json::from_str(&index).expect("JSON");
-    assert_eq!(modules["node"]["method"], "http");
+    assert_eq!(
+        (modules["node"]["Method"].as_str(), modules["node"]["HTTP"]["Port"].as_u64()),
+        (Some("http"), Some(u64::from(node_port)))
+    );
     let (_, html) = get(addr, "/", &[]);
     assert!(html.contains("/proxy?module=text"));
     let (_, metrics) = get(addr, "/metrics", &[]);
