@@ -14,15 +14,9 @@ fn logs(etcd: &Etcd, extra: &[&str]) -> Vec<String> {
         .args(["--dns.listen-address", &format!("127.0.0.1:{}", free_port()), "--web.listen-address", "127.0.0.1:0"])
         .args(extra);
     let dnsd = Process::spawn("dnsd", dnsd, &dir.path().join("dnsd.log"));
-    std::fs::write(dir.path().join("up.prom"), "up 1\n").expect("write");
-    let config = format!(
-        "etcd:\n  endpoints: [{}]\nzone: prom.local\naddress: 127.0.0.1\nmodules:\n  files:\n    method: file\n    file:\n      path: {}\n",
-        etcd.endpoint,
-        dir.path().join("up.prom").display()
-    );
-    std::fs::write(dir.path().join("agent.yml"), config).expect("write");
+    let config = crate::file_module_agent_config(dir.path(), &etcd.endpoint);
     let mut agent = Command::new(workspace_bin("registrar"));
-    agent.args(extra).arg("agent").arg("--config").arg(dir.path().join("agent.yml"));
+    agent.args(extra).arg("agent").arg("--config").arg(&config);
     agent.args(["--web.listen-address", "127.0.0.1:0"]);
     let agent = Process::spawn("agent", agent, &dir.path().join("agent.log"));
     dnsd.wait_for_log("serving DNS", std::time::Duration::from_secs(20));

@@ -10,3 +10,16 @@ mod prometheus;
 mod security;
 mod stack;
 mod systemd;
+
+/// Writes DIR/agent.yml for an agent with one file module (`files`, serving `up 1`) registered through
+/// `etcd`; returns its path.
+pub fn file_module_agent_config(dir: &std::path::Path, etcd: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("up.prom"), "up 1\n").expect("write");
+    let config = format!(
+        "etcd:\n  endpoints: [{etcd}]\nzone: prom.local\naddress: 127.0.0.1\nmodules:\n  files:\n    method: file\n    file:\n      path: {}\n",
+        dir.join("up.prom").display()
+    );
+    let path = dir.join("agent.yml");
+    std::fs::write(&path, config).expect("write");
+    path
+}

@@ -128,15 +128,9 @@ fn every_daemon_says_ready_once_serving_and_stopping_on_sigterm() {
     assert_eq!(notify.until("STOPPING"), "STOPPING=1");
 
     // The agent.
-    std::fs::write(dir.path().join("up.prom"), "up 1\n").expect("write");
-    let config = format!(
-        "etcd:\n  endpoints: [{}]\nzone: prom.local\naddress: 127.0.0.1\nmodules:\n  files:\n    method: file\n    file:\n      path: {}\n",
-        etcd.endpoint,
-        dir.path().join("up.prom").display()
-    );
-    std::fs::write(dir.path().join("agent.yml"), config).expect("write");
+    let config = crate::file_module_agent_config(dir.path(), &etcd.endpoint);
     let mut command = Command::new(workspace_bin("registrar"));
-    command.env("NOTIFY_SOCKET", &notify.path).arg("agent").arg("--config").arg(dir.path().join("agent.yml"));
+    command.env("NOTIFY_SOCKET", &notify.path).arg("agent").arg("--config").arg(&config);
     command.args(["--web.listen-address", "127.0.0.1:0"]);
     let agent = Process::spawn("agent", command, &dir.path().join("agent.log"));
     assert_eq!(notify.next(), "READY=1\nSTATUS=serving 1 modules");
