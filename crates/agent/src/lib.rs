@@ -49,6 +49,7 @@ pub enum AgentError {
 pub fn registrations(config: &AgentConfig, port: u16) -> Result<Vec<Registration>, RegistrationError> {
     let Some(address) = &config.address else { return Ok(Vec::new()) };
     let location = Location::new(&config.path, config.base_path.as_deref(), config.zone.as_deref())?;
+    promsd_registration::validate_address(address)?;
     config
         .modules
         .keys()
@@ -108,11 +109,12 @@ fn keep(etcd: &promsd_common::EtcdArgs, registration: Registration, config: &Age
 pub async fn run(
     source: ConfigSource,
     web: Option<Arc<promsd_web::WebSource>>,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
     let loaded = source.load_modules()?;
-    let port = listener.local_addr()?.port();
+    let first = listeners.first().ok_or_else(|| std::io::Error::other("no address to listen on"))?;
+    let port = first.local_addr()?.port();
     let mut etcd = loaded.config.etcd_args();
     let mut kept: BTreeMap<String, Keeper> = BTreeMap::new();
     let wanted = registrations(&loaded.config, port)?;
@@ -133,7 +135,11 @@ pub async fn run(
         metrics: proxy::ProxyMetrics::default(),
         web: web_metrics.clone(),
     });
-    let server = tokio::spawn(promsd_web::serve(listener, web, proxy.clone(), web_metrics, shutdown.clone()));
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let (web, proxy, metrics) = (web.clone(), proxy.clone(), web_metrics.clone());
+        servers.spawn(promsd_web::serve(listener, web, proxy, metrics, shutdown.clone()));
+    }
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     promsd_notify::ready(&format!("serving {} modules", proxy.loaded.load().modules.len()));
     loop {
@@ -182,7 +188,7 @@ pub async fn run(
         promsd_notify::status(&format!("serving {} modules", kept.len()));
     }
     promsd_notify::stopping();
-    let _ = server.await;
+    servers.join_all().await;
     release_all(kept.into_values().collect()).await;
     Ok(())
 }

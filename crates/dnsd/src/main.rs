@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli: Cli = promsd_common::cli::parse_or_exit("dnsd", std::env::args_os());
     // Info until the Corefile is read: its `debug` may lower the level.
     let log_level = promsd_log::init(cli.log_format, tracing::Level::INFO);
     let settings = cli.settings()?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use promsd_common::EtcdArgs;
 use promsd_common::duration::parse_duration;
+use promsd_common::listen::parse_listen_address;
 use promsd_registration::{Identity, Location, RecordValue, RegistrationError};
 
 /// Registers a host's exporters in etcd as SkyDNS records, for dnsd (or CoreDNS) and Prometheus dns_sd.
@@ -43,9 +44,10 @@ pub struct AgentArgs {
     /// file works as it is (`--config.file` is an alias)
     #[arg(long, alias = "config.file", value_name = "FILE")]
     pub config: std::path::PathBuf,
-    /// Address the proxy listens on; its port is the one registered
-    #[arg(long = "web.listen-address", default_value = "0.0.0.0:9998", value_name = "ADDR")]
-    pub web_listen_address: std::net::SocketAddr,
+    /// Address the proxy listens on: IP:PORT, or :PORT for every address; repeatable, the first one's port is
+    /// the one registered
+    #[arg(long = "web.listen-address", default_value = "0.0.0.0:9998", value_name = "ADDR", value_parser = parse_listen_address)]
+    pub web_listen_address: Vec<std::net::SocketAddr>,
     /// Directories with one module per file (NAME.yml is module NAME); repeatable
     #[arg(long = "config.dirs", value_name = "DIR")]
     pub config_dirs: Vec<std::path::PathBuf>,
@@ -66,7 +68,7 @@ pub struct LocationArgs {
     /// Key prefix of the zone, e.g. /skydns/local/prom; replaces --zone
     #[arg(long, env = "ETCD_BASE_PATH", value_name = "KEY")]
     pub base_path: Option<String>,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "etcd")]
     pub etcd: EtcdArgs,
     /// Give up on an unreachable etcd after this long
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
@@ -84,11 +86,23 @@ pub struct IdentityArgs {
     pub instance: Option<String>,
 }
 
+/// `--address`, checked as the record will be (a mistyped IP such as `999.1.1.1` is refused, not taken for a
+/// host name), so a bad value is a usage error naming the flag.
+fn parse_address(text: &str) -> Result<String, NotAnAddress> {
+    let text = text.trim();
+    promsd_registration::validate_address(text).map_err(|_| NotAnAddress)?;
+    Ok(text.to_string())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("expected an IP address or a host name")]
+pub struct NotAnAddress;
+
 /// The record's value.
 #[derive(Debug, Clone, Args)]
 pub struct ValueArgs {
     /// Address Prometheus scrapes: an IP address or a host name
-    #[arg(long, env = "EXPORTER_ADDRESS", value_name = "HOST")]
+    #[arg(long, env = "EXPORTER_ADDRESS", value_name = "HOST", value_parser = parse_address)]
     pub address: String,
     /// Port the exporter listens on
     #[arg(long, env = "EXPORTER_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
@@ -111,7 +125,7 @@ pub struct ValueArgs {
 pub struct SetArgs {
     #[command(flatten)]
     pub location: LocationArgs,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Record")]
     pub identity: IdentityArgs,
     #[command(flatten)]
     pub value: ValueArgs,
@@ -121,7 +135,7 @@ pub struct SetArgs {
 pub struct RmArgs {
     #[command(flatten)]
     pub location: LocationArgs,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Record")]
     pub identity: IdentityArgs,
 }
 
@@ -151,9 +165,10 @@ pub struct RunArgs {
     /// host that dies without deregistering disappears after it; without it the record stays until `rm`
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub lease_ttl: Option<Duration>,
-    /// Serve /metrics (registrations, etcd errors, lease state) and /-/healthy on this address
-    #[arg(long = "web.listen-address", value_name = "ADDR")]
-    pub web_listen_address: Option<std::net::SocketAddr>,
+    /// Serve /metrics (registrations, etcd errors, lease state) and /-/healthy on this address (IP:PORT, or
+    /// :PORT for every address); repeatable
+    #[arg(long = "web.listen-address", value_name = "ADDR", value_parser = parse_listen_address)]
+    pub web_listen_address: Vec<std::net::SocketAddr>,
     /// TLS, client certificates and basic auth for that address, in exporter-toolkit's web configuration format
     #[arg(long = "web.config.file", value_name = "FILE", requires = "web_listen_address")]
     pub web_config_file: Option<std::path::PathBuf>,
@@ -274,7 +289,7 @@ mod tests {
         ] {
             let Command::Agent(agent) = parse(args).expect("parses").command else { panic!("agent") };
             assert_eq!(agent.config, std::path::Path::new("e.yml"), "{args:?}");
-            assert_eq!(agent.web_listen_address.to_string(), "127.0.0.1:9999", "{args:?}");
+            assert_eq!(agent.web_listen_address, ["127.0.0.1:9999".parse().expect("addr")], "{args:?}");
         }
         let Command::Agent(agent) =
             parse(&["registrar", "agent", "-config.file", "e.yml", "-config.dirs", "a", "-config.dirs=b"])

@@ -43,8 +43,13 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-async fn listen(address: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Error> {
-    tokio::net::TcpListener::bind(address).await.map_err(|source| Error::Listen { address, source })
+fn listen(addresses: &[std::net::SocketAddr]) -> Result<Vec<tokio::net::TcpListener>, Error> {
+    addresses
+        .iter()
+        .map(|&address| {
+            promsd_common::listen::tcp_listener(address).map_err(|source| Error::Listen { address, source })
+        })
+        .collect()
 }
 
 fn web_source(path: Option<&std::path::Path>) -> Result<Option<Arc<WebSource>>, Error> {
@@ -89,8 +94,8 @@ pub async fn execute(cli: Cli) -> Result<i32, Error> {
         Command::Agent(args) => {
             let source = promsd_agent::ConfigSource { path: args.config.clone(), dirs: args.config_dirs.clone() };
             let web = web_source(args.web_config_file.as_deref())?;
-            let listener = listen(args.web_listen_address).await?;
-            promsd_agent::run(source, web, listener, shutdown_on_signal()).await?;
+            let listeners = listen(&args.web_listen_address)?;
+            promsd_agent::run(source, web, listeners, shutdown_on_signal()).await?;
             Ok(0)
         }
         Command::Run(args) => {
@@ -106,13 +111,15 @@ pub async fn execute(cli: Cli) -> Result<i32, Error> {
             args.set.location.etcd.check()?;
             promsd_registration::check_at_start(&args.set.location.etcd, &[registration.key.clone()]).await?;
             let status = Arc::new(Status::default());
-            if let Some(address) = args.web_listen_address {
+            if !args.web_listen_address.is_empty() {
                 let web = web_source(args.web_config_file.as_deref())?;
-                let listener = listen(address).await?;
                 let metrics = Arc::new(WebMetrics::default());
                 let page = Arc::new(web::StatusPage { status: status.clone(), web: metrics.clone() });
-                // Serves until the process exits with the exporter.
-                tokio::spawn(promsd_web::serve(listener, web, page, metrics, CancellationToken::new()));
+                for listener in listen(&args.web_listen_address)? {
+                    // Serves until the process exits with the exporter.
+                    let (web, page, metrics) = (web.clone(), page.clone(), metrics.clone());
+                    tokio::spawn(promsd_web::serve(listener, web, page, metrics, CancellationToken::new()));
+                }
             }
             let loc = args.set.location;
             Ok(supervise::supervise(loc.etcd, loc.timeout, registration, args.lease_ttl, &args.command, status).await?)

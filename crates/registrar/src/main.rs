@@ -1,19 +1,9 @@
-use clap::Parser;
 use registrar::cli::Cli;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let mut cli = match Cli::try_parse_from(registrar::cli::go_style_flags(std::env::args_os())) {
-        Ok(cli) => cli,
-        // --help and --version as clap prints them; a usage error as one line, exit code 2, nothing started.
-        Err(e) if !e.use_stderr() => e.exit(),
-        Err(e) => {
-            let rendered = e.render().to_string();
-            let line = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ");
-            eprintln!("registrar: {line}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let args = registrar::cli::go_style_flags(std::env::args_os());
+    let mut cli: Cli = promsd_common::cli::parse_or_exit("registrar", args);
     promsd_log::init(cli.log_format, cli.log_level);
     if let Some(location) = cli.command.location_mut() {
         location.apply_seed_endpoint(std::env::var("ETCD_ENDPOINT").ok());

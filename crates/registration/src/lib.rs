@@ -13,6 +13,8 @@ pub mod status;
 pub mod store;
 
 pub use keeper::Keeper;
-pub use location::{Identity, Location, RecordValue, Registration, RegistrationError, key_for, owner};
+pub use location::{
+    Identity, Location, RecordValue, Registration, RegistrationError, key_for, owner, validate_address,
+};
 pub use status::Status;
 pub use store::{Store, StoreError, check_at_start};

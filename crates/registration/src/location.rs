@@ -103,14 +103,24 @@ pub fn key_for(location: &Location, identity: &Identity) -> Result<String, Regis
     Ok(format!("{}/{}", location.service_key(&identity.service), instance.to_ascii_lowercase()))
 }
 
+/// The address a record gives Prometheus: an IP address or a host name. A name whose last label is all
+/// digits is a mistyped IP address (`999.1.1.1`), never a host name (RFC 3696: top-level labels are not
+/// all-numeric).
+pub fn validate_address(address: &str) -> Result<(), RegistrationError> {
+    let top = address.trim_end_matches('.').rsplit('.').next().unwrap_or_default();
+    let numeric_top = top.bytes().all(|b| b.is_ascii_digit());
+    if address.parse::<IpAddr>().is_err() && (numeric_top || validate_name("address", address).is_err()) {
+        return Err(RegistrationError::Address(address.to_string()));
+    }
+    Ok(())
+}
+
 impl Registration {
     /// The record of `identity` in `location`, checked before etcd is touched.
     pub fn new(location: &Location, identity: &Identity, value: &RecordValue) -> Result<Self, RegistrationError> {
         let key = key_for(location, identity)?;
         let address = value.address.trim();
-        if address.parse::<IpAddr>().is_err() && validate_name("address", address).is_err() {
-            return Err(RegistrationError::Address(value.address.clone()));
-        }
+        validate_address(address)?;
         let service = Service {
             host: address.to_string(),
             port: value.port.map(i64::from).unwrap_or(0),
@@ -180,6 +190,13 @@ mod tests {
         let value = |address: &str| RecordValue { address: address.into(), port: Some(9100), ..RecordValue::default() };
         assert!(Registration::new(&loc, &identity, &value("10.0.0.5")).is_ok());
         assert!(Registration::new(&loc, &identity, &value("host.example")).is_ok());
+        for mistyped in ["999.1.1.1", "10.0.0", "10.0.0.256", "1"] {
+            let error = Registration::new(&loc, &identity, &value(mistyped)).expect_err(mistyped);
+            assert_eq!(
+                error.to_string(),
+                format!("invalid --address {mistyped:?}: expected an IP address or a host name")
+            );
+        }
         assert!(matches!(
             Registration::new(&loc, &identity, &value("10.0.0.5:9100")),
             Err(RegistrationError::Address(_))

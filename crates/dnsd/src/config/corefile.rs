@@ -3,7 +3,7 @@
 //! `health` and `ready`. Anything else is an error naming the file, line and directive: a setting that is
 //! silently ignored is a setting that silently does not work.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -286,9 +286,9 @@ where
     }
     let text = directive.args.first().map(String::as_str).unwrap_or(default);
     let bad = || err(directive.line, format!("{}: invalid address {text:?}", directive.name));
-    if let Some(port) = text.strip_prefix(':') {
-        let port: u16 = port.parse().map_err(|_| bad())?;
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    // As the flags take them; beyond that, CoreDNS resolves host names, and so does dnsd.
+    if let Ok(addr) = promsd_common::listen::parse_listen_address(text) {
+        return Ok(addr);
     }
     if let Some((host, port)) = text.rsplit_once(':')
         && let Some([ipv4, _]) = promsd_common::localhost::loopback_for(host)

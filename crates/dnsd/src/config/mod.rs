@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use promsd_common::duration::parse_duration;
+use promsd_common::listen::parse_listen_address;
 use promsd_common::name::{NameError, validate_path};
 use promsd_common::{EtcdArgs, KeyPrefix};
 use promsd_web::{WebConfigError, WebSource};
@@ -57,60 +58,61 @@ pub enum ConfigError {
 #[derive(Debug, Parser)]
 #[command(name = "dnsd", version)]
 pub struct Cli {
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "etcd")]
     pub etcd: EtcdArgs,
     /// Read zones, etcd settings and addresses from a CoreDNS Corefile; flags given beside it override it
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Zones and records", long, value_name = "FILE")]
     pub corefile: Option<PathBuf>,
     /// etcd key prefix the records live under (CoreDNS's `path`) [default: /skydns]
-    #[arg(long, value_name = "PATH")]
+    #[arg(help_heading = "Zones and records", long, value_name = "PATH")]
     pub path: Option<String>,
     /// Zone to answer for: a name, or a CIDR for its reverse zone; repeat or separate with commas
-    #[arg(long = "zone", value_delimiter = ',', value_name = "ZONE")]
+    #[arg(help_heading = "Zones and records", long = "zone", value_delimiter = ',', value_name = "ZONE")]
     pub zones: Vec<String>,
-    /// Address for DNS over UDP and TCP [default: 0.0.0.0:53]
-    #[arg(long = "dns.listen-address", value_name = "ADDR")]
+    /// Address for DNS over UDP and TCP: IP:PORT, or :PORT for every address [default: 0.0.0.0:53]
+    #[arg(help_heading = "Listening", long = "dns.listen-address", value_name = "ADDR", value_parser = parse_listen_address)]
     pub dns_listen_address: Option<SocketAddr>,
-    /// Address for /metrics, /-/healthy and /-/ready; repeatable [default: 0.0.0.0:9153]
-    #[arg(long = "web.listen-address", value_name = "ADDR")]
+    /// Address for /metrics, /-/healthy and /-/ready: IP:PORT, or :PORT for every address; repeatable
+    /// [default: 0.0.0.0:9153]
+    #[arg(help_heading = "Listening", long = "web.listen-address", value_name = "ADDR", value_parser = parse_listen_address)]
     pub web_listen_address: Vec<SocketAddr>,
     /// TLS, client certificates and basic auth for the web addresses, in exporter-toolkit's web configuration
     /// format; read at startup (an invalid file stops dnsd) and again when it changes
-    #[arg(long = "web.config.file", value_name = "FILE")]
+    #[arg(help_heading = "Listening", long = "web.config.file", value_name = "FILE")]
     pub web_config_file: Option<PathBuf>,
     /// Lower bound of the TTL of records under an etcd lease [default: 30s]
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(help_heading = "Leases", long, value_parser = parse_duration, value_name = "DURATION")]
     pub min_lease_ttl: Option<Duration>,
     /// Upper bound of the TTL of records under an etcd lease [default: 24h]
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(help_heading = "Leases", long, value_parser = parse_duration, value_name = "DURATION")]
     pub max_lease_ttl: Option<Duration>,
     /// SOA primary name server; relative names are below the zone
-    #[arg(long = "soa.mname", default_value = "ns.dns", value_name = "NAME")]
+    #[arg(help_heading = "SOA", long = "soa.mname", default_value = "ns.dns", value_name = "NAME")]
     pub soa_mname: String,
     /// SOA mailbox of the zone's administrator; relative names are below the zone
-    #[arg(long = "soa.rname", default_value = "hostmaster", value_name = "NAME")]
+    #[arg(help_heading = "SOA", long = "soa.rname", default_value = "hostmaster", value_name = "NAME")]
     pub soa_rname: String,
     /// SOA refresh, in seconds
-    #[arg(long = "soa.refresh", default_value_t = 7200, value_name = "SECONDS")]
+    #[arg(help_heading = "SOA", long = "soa.refresh", default_value_t = 7200, value_name = "SECONDS")]
     pub soa_refresh: u32,
     /// SOA retry, in seconds
-    #[arg(long = "soa.retry", default_value_t = 1800, value_name = "SECONDS")]
+    #[arg(help_heading = "SOA", long = "soa.retry", default_value_t = 1800, value_name = "SECONDS")]
     pub soa_retry: u32,
     /// SOA expire, in seconds
-    #[arg(long = "soa.expire", default_value_t = 86400, value_name = "SECONDS")]
+    #[arg(help_heading = "SOA", long = "soa.expire", default_value_t = 86400, value_name = "SECONDS")]
     pub soa_expire: u32,
     /// SOA minimum: the TTL of negative answers, in seconds
-    #[arg(long = "soa.minimum", default_value_t = 30, value_name = "SECONDS")]
+    #[arg(help_heading = "SOA", long = "soa.minimum", default_value_t = 30, value_name = "SECONDS")]
     pub soa_minimum: u32,
     /// Log one line per query (the Corefile's `log`)
-    #[arg(long = "log.queries")]
+    #[arg(help_heading = "Logging", long = "log.queries")]
     pub log_queries: bool,
     /// Only log messages with the given severity or above: debug, info, warn, error [default: info, or debug
     /// with the Corefile's `debug`]
-    #[arg(long = "log.level", value_name = "LEVEL")]
+    #[arg(help_heading = "Logging", long = "log.level", value_name = "LEVEL")]
     pub log_level: Option<tracing::Level>,
     /// Output format of log lines: logfmt or json
-    #[arg(long = "log.format", value_enum, default_value_t, value_name = "FORMAT")]
+    #[arg(help_heading = "Logging", long = "log.format", value_enum, default_value_t, value_name = "FORMAT")]
     pub log_format: promsd_log::LogFormat,
 }
 

@@ -3,6 +3,7 @@
 mod answers;
 mod conformance;
 mod corefile;
+mod flags;
 mod following;
 mod knot;
 mod metrics;

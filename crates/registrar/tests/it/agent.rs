@@ -426,3 +426,29 @@ fn renewed_certificates_are_served_without_a_restart_and_any_client_cert_mode() 
     });
     assert_eq!(curl(&d.join("ca.pem"), Some((d, "client"))), "000", "the old certificate is gone");
 }
+
+/// `--web.listen-address` repeats and takes `:PORT` (every address), as exporter-toolkit's flag does; the
+/// first address's port is the one registered.
+#[test]
+fn the_agent_serves_every_web_address_and_registers_the_first_port() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("up.prom"), "up 1\n").expect("write");
+    let config = format!(
+        "etcd:\n  endpoints: [{}]\nzone: prom.local\naddress: 127.0.0.1\ninstance: host1\nmodules:\n  files:\n    method: file\n    file:\n      path: {}\n",
+        etcd.endpoint,
+        dir.path().join("up.prom").display()
+    );
+    let other = free_port();
+    let extra = format!(":{other}");
+    // The extra address comes first on the command line, the helper's own second.
+    let (_agent, second) = start_agent_with(dir.path(), &config, &["--web.listen-address".as_ref(), extra.as_ref()]);
+    for addr in [second, SocketAddr::from(([127, 0, 0, 1], other))] {
+        eventually("the address to serve", Duration::from_secs(10), || {
+            let (code, body) = promsd_tests::http_get(addr, "/proxy?module=files").ok()?;
+            (code == 200 && body.contains("up 1")).then_some(())
+        });
+    }
+    let record = eventually("the record", Duration::from_secs(10), || etcd.get("/skydns/local/prom/files/host1"));
+    assert!(record.contains(&format!("\"port\":{other}")), "{record}");
+}

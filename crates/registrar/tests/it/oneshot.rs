@@ -115,8 +115,13 @@ fn invalid_input_fails_before_touching_etcd() {
     // Nothing listens here: an error that mentions etcd would mean the flags were not checked first.
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     let base = ["set", "--endpoints", &nowhere, "--timeout", "30s", "--service", "node", "--instance", "a"];
-    let cases: [(&[&str], &str); 5] = [
-        (&["--zone", "prom.local", "--address", "10.0.0.5:9100", "--port", "9100"], "invalid --address"),
+    let cases: [(&[&str], &str); 6] = [
+        (&["--zone", "prom.local", "--address", "10.0.0.5:9100", "--port", "9100"], "for '--address <HOST>'"),
+        // A mistyped IP address is not a host name.
+        (
+            &["--zone", "prom.local", "--address", "999.1.1.1", "--port", "9100"],
+            "invalid value '999.1.1.1' for '--address",
+        ),
         (&["--zone", "prom local", "--address", "10.0.0.5"], "zone"),
         (&["--address", "10.0.0.5"], "--zone"),
         (&["--zone", "prom.local", "--address", "10.0.0.5", "--port", "70000"], "--port"),
@@ -126,6 +131,7 @@ fn invalid_input_fails_before_touching_etcd() {
         let out = run(registrar().args(base).args(args));
         let err = stderr(&out);
         assert!(!out.status.success(), "{args:?} should fail");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
         assert!(err.contains(expected), "{args:?}: expected {expected:?} in {err}");
         assert!(!err.contains("unreachable"), "{args:?} reached for etcd: {err}");
     }
