@@ -65,7 +65,8 @@ target_dir() {
 give_back() {
     if [ -z "${PROMSD_INVOKER:-}" ]; then return 0; fi
     local dir
-    for dir in "$(target_dir)" "${CARGO_HOME:-}/registry" "${CARGO_HOME:-}/git" "${CARGO_HOME:-}/.package-cache"; do
+    for dir in "$(target_dir)" "$PWD/fuzz/target" "$PWD/fuzz/artifacts" "${CARGO_HOME:-}/registry" \
+        "${CARGO_HOME:-}/git" "${CARGO_HOME:-}/.package-cache"; do
         # Only what lives in a folder the caller owns: never a system-wide toolchain's files.
         if [ -e "$dir" ] && [ "$(stat -c %u "$(dirname "$dir")")" = "${PROMSD_INVOKER%%:*}" ]; then
             chown -R "$PROMSD_INVOKER" "$dir" 2>/dev/null || true

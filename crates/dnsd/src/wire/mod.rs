@@ -175,6 +175,38 @@ fn formerr(request: &[u8]) -> Option<Vec<u8>> {
     let id = u16::from_be_bytes([request[0], request[1]]);
     let op_code = OpCode::from_u8((request[2] >> 3) & 0x0f);
     let mut response = Message::error_msg(id, op_code, ResponseCode::FormErr);
+    // RD and CD are copied as into every other response: the UDP cache patches both into a copy it serves.
     response.metadata.recursion_desired = request[2] & 0x01 != 0;
+    response.metadata.checking_disabled = request[3] & 0x10 != 0;
     response.to_vec().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use promsd_common::KeyPrefix;
+
+    use super::{Transport, respond};
+    use crate::answer::Resolver;
+    use crate::config::{Catalog, LeaseBounds, Zone};
+    use crate::store::{LeaseTable, View};
+
+    /// Found by the packet fuzz target: a FORMERR to a query with CD set came back with CD clear from the
+    /// slow path but with CD set from the UDP cache (which copies the bit), so the two answered differently.
+    #[test]
+    fn formerr_copies_rd_and_cd_as_every_response() {
+        let catalog = Catalog::new(vec![Zone::new("prom.local").expect("zone")], KeyPrefix::new("/skydns"));
+        let (view, leases) = (View::default(), LeaseTable::default());
+        let resolver = Resolver::new(&catalog, &view, &leases, LeaseBounds::default());
+        // SRV prom.local with an OPT record whose option overruns its RDATA.
+        let mut request = b"\x01\x26\x01\x90\x00\x01\x00\x00\x00\x00\x00\x01\x04\x01\x00\x00\x12\x04prom\x05local\x00\
+            \x00\x21\x00\x01\x00\x00\x29\x04\xd0\x00\x00\x00\x10\x00\x0c\x00\x0a\x00\x01\x01\x08\x01\x01\x39\x25\x01\x01"
+            .to_vec();
+        for (rd, cd) in [(true, true), (false, false), (true, false), (false, true)] {
+            request[2] = u8::from(rd);
+            request[3] = if cd { 0x90 } else { 0x80 };
+            let bytes = respond(&request, Transport::Udp, &resolver).bytes.expect("FORMERR");
+            assert_eq!(bytes[3] & 0x0f, 1, "FORMERR");
+            assert_eq!((bytes[2] & 0x01 != 0, bytes[3] & 0x10 != 0), (rd, cd), "RD and CD as asked");
+        }
+    }
 }
