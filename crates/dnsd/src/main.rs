@@ -6,7 +6,15 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--version` as Prometheus's binaries print it; `-V` short, as clap prints it.
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {
+            print!("{}", promsd_buildinfo::version_output("dnsd", &e.render().to_string()));
+            return Ok(());
+        }
+        Err(e) => e.exit(),
+    };
     // Info until the Corefile is read: its `debug` may lower the level.
     let log_level = promsd_log::init(cli.log_format, tracing::Level::INFO);
     let settings = cli.settings()?;

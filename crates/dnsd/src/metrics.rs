@@ -21,7 +21,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::registry::Registry;
 use promsd_web::WebMetrics;
-use promsd_web::metrics::{WebCollector, build_info, counter, gauge, labelled_gauges};
+use promsd_web::metrics::{ProcessCollector, WebCollector, build_info, counter, gauge, labelled_gauges};
 
 use crate::store::Store;
 use crate::wire::{Outcome, Transport};
@@ -33,6 +33,7 @@ pub fn registry(store: Arc<Store>, queries: Arc<QueryMetrics>, web: Arc<WebMetri
     registry.register_collector(Box::new(queries));
     registry.register_collector(Box::new(StoreCollector(store)));
     registry.register_collector(Box::new(WebCollector::new("dnsd", web)));
+    registry.register_collector(Box::new(ProcessCollector));
     registry
 }
 
@@ -180,7 +181,7 @@ impl Collector for StoreCollector {
         let view = store.snapshot();
         let health = &store.health;
         let e = &mut encoder;
-        build_info(e, "dnsd_build_info", "dnsd's version.", env!("CARGO_PKG_VERSION"))?;
+        build_info(e, "dnsd")?;
         gauge(e, "dnsd_ready", "Whether the first load from etcd has completed.", i64::from(store.is_ready()))?;
         gauge(e, "dnsd_etcd_connected", "Whether a watch on etcd is established.", i64::from(health.is_connected()))?;
         // NaN before the first load: there is no age yet, and 0 would read as "just confirmed".

@@ -5,7 +5,12 @@ use registrar::cli::Cli;
 async fn main() -> std::process::ExitCode {
     let mut cli = match Cli::try_parse_from(registrar::cli::go_style_flags(std::env::args_os())) {
         Ok(cli) => cli,
-        // --help and --version as clap prints them; a usage error as one line, exit code 2, nothing started.
+        // `--version` as Prometheus's binaries print it (`-V` short, as clap prints it); --help as clap
+        // prints it; a usage error as one line, exit code 2, nothing started.
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {
+            print!("{}", promsd_buildinfo::version_output("registrar", &e.render().to_string()));
+            return std::process::ExitCode::SUCCESS;
+        }
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
             let rendered = e.render().to_string();

@@ -55,7 +55,7 @@ pub enum ConfigError {
 
 /// Authoritative DNS for the SkyDNS records in etcd, answered from memory.
 #[derive(Debug, Parser)]
-#[command(name = "dnsd", version)]
+#[command(name = "dnsd", version, long_version = promsd_buildinfo::LONG_VERSION)]
 pub struct Cli {
     #[command(flatten)]
     pub etcd: EtcdArgs,

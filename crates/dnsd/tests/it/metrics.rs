@@ -62,7 +62,7 @@ fn queries_and_view_state_are_counted() {
     assert_eq!(count(r#"dnsd_queries_total{transport="tcp",type="SRV",rcode="NOERROR"}"#), Some(1.0));
     assert_eq!(count("dnsd_request_duration_seconds_count"), Some(6.0));
     assert_eq!(count(r#"dnsd_request_duration_seconds_bucket{le="+Inf"}"#), Some(6.0));
-    assert_eq!(count(r#"dnsd_build_info{version="0.1.0"}"#), Some(1.0));
+    promsd_tests::assert_exporter_basics(&body, "dnsd");
     assert_eq!(count("dnsd_view_keys"), Some(8.0), "the seed has 8 keys");
     assert_eq!(count("dnsd_view_names"), Some(3.0), "ns, _etcd-client and node");
     assert_eq!(count("dnsd_ready"), Some(1.0));
