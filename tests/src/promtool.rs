@@ -68,3 +68,21 @@ pub fn assert_exporter_basics(body: &str, daemon: &str) {
     assert!(body.lines().any(|l| l == build_info), "{build_info} missing from:\n{body}");
     assert!(promsd_buildinfo::RUST_VERSION.starts_with("1."));
 }
+
+/// A sample line (`name{labels} value`, or without its value) in a form both exposition formats give alike:
+/// labels sorted (they put a histogram's `le` first or last) and `le` by value (text writes `5e-06` and `1`,
+/// OpenMetrics `0.000005` and `1.0`).
+pub fn normalize_sample(line: &str) -> String {
+    let Some((name, rest)) = line.split_once('{') else { return line.to_owned() };
+    let (labels, value) = rest.rsplit_once('}').expect("a closing brace");
+    let mut labels: Vec<String> = labels
+        .split("\",")
+        .map(|l| l.trim_end_matches('"'))
+        .map(|l| match l.strip_prefix("le=\"") {
+            Some(le) => format!("le={:?}", le.parse::<f64>().expect("a bound")),
+            None => l.to_owned(),
+        })
+        .collect();
+    labels.sort();
+    format!("{name}{{{}}}{value}", labels.join(","))
+}
