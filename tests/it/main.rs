@@ -10,6 +10,7 @@ mod prometheus;
 mod security;
 mod stack;
 mod systemd;
+mod version;
 
 /// Writes DIR/agent.yml for an agent with one file module (`files`, serving `up 1`) registered through
 /// `etcd`; returns its path.

@@ -19,7 +19,7 @@ pub use etcd::{Etcd, EtcdCluster};
 pub use knot::Knot;
 pub use netns::Netns;
 pub use process::{Process, pid_alive};
-pub use promtool::promtool;
+pub use promtool::{assert_exporter_basics, normalize_sample, promtool};
 
 /// A loopback port that is free for both TCP and UDP right now, and never handed out twice in one test
 /// process. Ports come from below Linux's ephemeral range (32768 and up), so no outgoing connection can take

@@ -17,7 +17,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 use promsd_web::Reply;
-use promsd_web::metrics::{WebCollector, counter, gauge};
+use promsd_web::metrics::{ProcessCollector, WebCollector, build_info, counter, gauge};
 use promsd_web::response::{self, text};
 
 use crate::backend::BackendError;
@@ -172,6 +172,7 @@ fn agent_registry(counts: AgentCounts, web: Arc<promsd_web::WebMetrics>) -> Regi
     let mut registry = Registry::default();
     registry.register_collector(Box::new(AgentCollector { counts, web: web.clone() }));
     registry.register_collector(Box::new(WebCollector::new("registrar_agent", web)));
+    registry.register_collector(Box::new(ProcessCollector));
     registry
 }
 
@@ -196,7 +197,8 @@ impl Collector for AgentCollector {
             c.malformed,
         )?;
         counter(e, "registrar_agent_unauthorized", "Requests refused for missing or wrong credentials.", unauthorized)?;
-        gauge(e, "registrar_agent_modules", "Modules configured.", i64::try_from(c.modules).unwrap_or(i64::MAX))
+        gauge(e, "registrar_agent_modules", "Modules configured.", i64::try_from(c.modules).unwrap_or(i64::MAX))?;
+        build_info(e, "registrar_agent")
     }
 }
 
@@ -326,6 +328,7 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }
+        promsd_tests::assert_exporter_basics(&text, "registrar_agent");
         assert_eq!(promtool(&text), (Some(0), String::new()), "{text}");
         let openmetrics = encode(&agent_registry(counts, web), Format::OpenMetrics).expect("encode");
         assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");

@@ -3,10 +3,15 @@
 
 use std::ffi::OsString;
 
-/// Parses `args` into `C`, or exits: 0 after help or version, 2 after a usage error printed as `NAME: ...`.
+/// Parses `args` into `C`, or exits: 0 after help or version (`--version` as Prometheus's binaries print it,
+/// `-V` short as clap prints it), 2 after a usage error printed as `NAME: ...`.
 pub fn parse_or_exit<C: clap::Parser>(name: &str, args: impl IntoIterator<Item = OsString>) -> C {
     match C::try_parse_from(args) {
         Ok(cli) => cli,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {
+            print!("{}", promsd_buildinfo::version_output(name, &e.render().to_string()));
+            std::process::exit(0);
+        }
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
             eprintln!("{name}: {}", one_line(&e));

@@ -108,11 +108,27 @@ pub struct Resolver<'a> {
     lease_bounds: LeaseBounds,
     reads: RefCell<Vec<String>>,
     timed: Cell<bool>,
+    /// The zone (its index in the catalog) of the question resolved, for the metrics.
+    zone: Cell<Option<usize>>,
 }
 
 impl<'a> Resolver<'a> {
     pub fn new(catalog: &'a Catalog, view: &'a View, leases: &'a LeaseTable, lease_bounds: LeaseBounds) -> Self {
-        Self { catalog, view, leases, lease_bounds, reads: RefCell::default(), timed: Cell::new(false) }
+        Self {
+            catalog,
+            view,
+            leases,
+            lease_bounds,
+            reads: RefCell::default(),
+            timed: Cell::new(false),
+            zone: Cell::new(None),
+        }
+    }
+
+    /// The zone of the question [`Resolver::resolve`] answered, by its index in [`Catalog::zones`]; None
+    /// before, or when the name is in none of them.
+    pub fn zone(&self) -> Option<usize> {
+        self.zone.get()
     }
 
     /// Notes that the answer depends on `key` and every key below it.
@@ -124,9 +140,10 @@ impl<'a> Resolver<'a> {
     pub fn resolve(&self, query: &Query) -> Answer {
         let owner = query.name();
         let lname = owner.to_ascii().trim_end_matches('.').to_ascii_lowercase();
-        let Some(zone) = self.catalog.zone_for(&lname) else {
+        let Some((index, zone)) = self.catalog.zone_index_for(&lname) else {
             return Answer { rcode: ResponseCode::Refused, ..Answer::default() };
         };
+        self.zone.set(Some(index));
         let mut answer = Answer { authoritative: true, ..Answer::default() };
         let apex = lname == zone.name;
         match query.query_type() {

@@ -33,7 +33,13 @@ pub use net::Listeners;
 /// load in a way no retry can change (wrong credentials, no permission for the prefix).
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
     let store = Arc::new(store::Store::new(config.catalog.clone()));
-    let queries = Arc::new(metrics::QueryMetrics::default());
+    let queries = Arc::new(match listeners.udp.first().and_then(|s| s.local_addr().ok()) {
+        Some(dns) if config.coredns_metrics => {
+            let zones: Vec<&str> = config.catalog.zones().iter().map(|z| z.name.as_str()).collect();
+            metrics::QueryMetrics::with_coredns(metrics::CorednsMetrics::new(metrics::server_label(dns), &zones))
+        }
+        _ => metrics::QueryMetrics::default(),
+    });
     let server = Arc::new(net::Server {
         store: store.clone(),
         live: config.live.clone(),

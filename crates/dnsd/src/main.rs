@@ -7,6 +7,12 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli: Cli = promsd_common::cli::parse_or_exit("dnsd", std::env::args_os());
+    // Counted as CoreDNS counts its panics (`coredns_panics_total`), then reported as always.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        dnsd::metrics::PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        report(info);
+    }));
     // Info until the Corefile is read: its `debug` may lower the level.
     let log_level = promsd_log::init(cli.log_format, tracing::Level::INFO);
     let settings = cli.settings()?;

@@ -12,7 +12,7 @@ use promsd_registration::{Identity, Location, RecordValue, RegistrationError};
 
 /// Registers a host's exporters in etcd as SkyDNS records, for dnsd (or CoreDNS) and Prometheus dns_sd.
 #[derive(Debug, Parser)]
-#[command(name = "registrar", version)]
+#[command(name = "registrar", version, long_version = promsd_buildinfo::LONG_VERSION)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -10,7 +10,7 @@ use hyper::{Method, Request, StatusCode};
 use promsd_registration::Status;
 use promsd_web::Reply;
 use promsd_web::WebMetrics;
-use promsd_web::metrics::{WebCollector, build_info, counter, gauge};
+use promsd_web::metrics::{ProcessCollector, WebCollector, build_info, counter, gauge};
 use promsd_web::prometheus_client::collector::Collector;
 use promsd_web::prometheus_client::encoding::DescriptorEncoder;
 use promsd_web::prometheus_client::registry::Registry;
@@ -42,6 +42,7 @@ impl promsd_web::Handler for StatusPage {
 pub fn registry(status: Arc<Status>) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(StatusCollector(status)));
+    registry.register_collector(Box::new(ProcessCollector));
     registry
 }
 
@@ -87,7 +88,7 @@ impl Collector for StatusCollector {
             "Times the record was found deleted or overwritten in etcd and written again.",
             count(&s.restores),
         )?;
-        build_info(e, "registrar_build_info", "registrar's version.", env!("CARGO_PKG_VERSION"))
+        build_info(e, "registrar")
     }
 }
 
@@ -120,11 +121,11 @@ mod tests {
             "registrar_record_yielded 0",
             "registrar_record_conflicts_total 0",
             "registrar_record_restores_total 0",
-            &format!("registrar_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION")),
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }
         assert!(text.contains("# TYPE registrar_registrations_total counter\n"), "{text}");
+        promsd_tests::assert_exporter_basics(&text, "registrar");
         assert_eq!(promtool(&text), (Some(0), String::new()), "{text}");
         let openmetrics = encode(&registry(status), Format::OpenMetrics).expect("encode");
         assert!(openmetrics.contains("\nregistrar_registrations_total 1\n"), "{openmetrics}");

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod metrics;
+mod process;
 pub mod response;
 pub mod server;
 

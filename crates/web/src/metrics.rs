@@ -6,6 +6,8 @@
 //! - [`encode`] and [`reply`]: the registry as a body, or as the whole HTTP reply.
 //! - [`counter`] and [`gauge`]: one sample read from an atomic at scrape time, for [`Collector`]s.
 //! - [`WebCollector`]: the web stack's own refusals ([`WebMetrics`]) as `<daemon>_web_*_total`.
+//! - [`ProcessCollector`]: `process_*` as Prometheus's client libraries write them; [`build_info`]:
+//!   `<daemon>_build_info` from [`promsd_buildinfo`].
 //!
 //! Counters are declared without `_total` (OpenMetrics' family name); the encoders append it to the sample.
 
@@ -21,6 +23,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+pub use crate::process::ProcessCollector;
 use crate::response;
 use crate::server::{Reply, WebMetrics};
 
@@ -85,6 +88,11 @@ pub fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u
     ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)
 }
 
+/// One unlabelled counter with a fractional value (seconds), e.g. `process_cpu_seconds_total`.
+pub fn counter_f64(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> Result<(), std::fmt::Error> {
+    ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
 /// One unlabelled gauge.
 pub fn gauge<N: EncodeGaugeValue>(
     encoder: &mut DescriptorEncoder,
@@ -109,17 +117,20 @@ pub fn labelled_gauges(
     Ok(())
 }
 
-/// `<daemon>_build_info{version="..."} 1`. A gauge, not OpenMetrics' info type: that would rename it to
-/// `<daemon>_build_info_info`.
-pub fn build_info(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    version: &str,
-) -> Result<(), std::fmt::Error> {
-    let labels = [("version", version)];
+/// `<daemon>_build_info{version,revision,branch,rustversion} 1`, as Prometheus's binaries export it (Go's
+/// `goversion` is `rustversion`), from [`promsd_buildinfo`]. A gauge, not OpenMetrics' info type: that would
+/// rename it to `<daemon>_build_info_info`.
+pub fn build_info(encoder: &mut DescriptorEncoder, daemon: &str) -> Result<(), std::fmt::Error> {
+    let (name, help) = (
+        format!("{daemon}_build_info"),
+        format!(
+            "A metric with a constant '1' value labeled by version, revision, branch, and rustversion from which \
+             {daemon} was built."
+        ),
+    );
+    let labels = promsd_buildinfo::labels();
     ConstGauge::new(1_i64)
-        .encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?.encode_family(&labels)?)
+        .encode(encoder.encode_descriptor(&name, &help, None, MetricType::Gauge)?.encode_family(&labels)?)
 }
 
 /// The web stack's refusals on a daemon's port: `<prefix>_web_unauthorized_total` (basic auth 401s and client

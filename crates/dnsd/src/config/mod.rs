@@ -56,7 +56,7 @@ pub enum ConfigError {
 
 /// Authoritative DNS for the SkyDNS records in etcd, answered from memory.
 #[derive(Debug, Parser)]
-#[command(name = "dnsd", version)]
+#[command(name = "dnsd", version, long_version = promsd_buildinfo::LONG_VERSION)]
 pub struct Cli {
     #[command(flatten, next_help_heading = "etcd")]
     pub etcd: EtcdArgs,
@@ -114,6 +114,10 @@ pub struct Cli {
     /// Output format of log lines: logfmt or json
     #[arg(help_heading = "Logging", long = "log.format", value_enum, default_value_t, value_name = "FORMAT")]
     pub log_format: promsd_log::LogFormat,
+    /// Leave CoreDNS's metric names (coredns_dns_requests_total, ...) out of /metrics: by default they are
+    /// there beside dnsd's, so CoreDNS's dashboards and alerts keep working
+    #[arg(long = "no-metrics.coredns")]
+    pub no_coredns_metrics: bool,
 }
 
 /// What [`crate::run`] needs: how to reach etcd and what to answer for.
@@ -127,6 +131,8 @@ pub struct Config {
     pub web: Option<Arc<WebSource>>,
     /// How many DNS-over-TCP connections are served at once, in all and from one source address.
     pub tcp: TcpLimits,
+    /// Whether `/metrics` has CoreDNS's families beside dnsd's (not `--no-metrics.coredns`).
+    pub coredns_metrics: bool,
 }
 
 /// Bounds on DNS over TCP. At the total, the connection idle longest is closed for a new client; beyond the
@@ -170,7 +176,7 @@ impl Config {
         }
         let catalog = Catalog::new(all, KeyPrefix::new(path));
         let live = Arc::new(Live::new(lease_bounds, log_queries));
-        Ok(Self { etcd, catalog, live, web: None, tcp: TcpLimits::default() })
+        Ok(Self { etcd, catalog, live, web: None, tcp: TcpLimits::default(), coredns_metrics: true })
     }
 }
 
@@ -196,6 +202,7 @@ impl Settings {
             ("web addresses", self.web_listen_addresses != new.web_listen_addresses),
             ("web config file", self.web_config_file != new.web_config_file),
             ("TCP limits", old_config.tcp != new_config.tcp),
+            ("--no-metrics.coredns", old_config.coredns_metrics != new_config.coredns_metrics),
         ]
         .into_iter()
         .filter_map(|(what, differs)| differs.then_some(what))
@@ -241,6 +248,7 @@ impl Cli {
             minimum: self.soa_minimum,
         };
         let mut config = Config::build(etcd, &path, &zones, &soa, bounds, self.log_queries || file.log_queries)?;
+        config.coredns_metrics = !self.no_coredns_metrics;
         // Read here, before any socket is bound, so a broken file is a startup error like a broken Corefile.
         if let Some(path) = &self.web_config_file {
             config.web = Some(Arc::new(WebSource::load(path).map_err(ConfigError::WebConfig)?));

@@ -168,7 +168,12 @@ impl Catalog {
     }
 
     pub fn zone_for(&self, lname: &str) -> Option<&Zone> {
-        self.zones.iter().find(|z| z.contains(lname))
+        self.zone_index_for(lname).map(|(_, zone)| zone)
+    }
+
+    /// The zone of `lname` and its place in [`Catalog::zones`], which the metrics count per zone by.
+    pub fn zone_index_for(&self, lname: &str) -> Option<(usize, &Zone)> {
+        self.zones.iter().enumerate().find(|(_, z)| z.contains(lname))
     }
 
     pub fn zones(&self) -> &[Zone] {

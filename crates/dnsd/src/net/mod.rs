@@ -44,7 +44,8 @@ impl Server {
         let view = self.store.current();
         let reply = self.respond(&view, request, transport);
         let took = started.elapsed();
-        self.queries.record(transport, reply.outcome, took);
+        let sizes = (request.len(), reply.bytes.as_ref().map_or(0, Vec::len));
+        self.queries.record(transport, peer, reply.outcome, sizes, took);
         if self.live.log_queries() {
             querylog::log(peer, request, reply.bytes.as_deref(), transport, took);
         }

@@ -1,5 +1,6 @@
 //! DNS over UDP: one blocking receive loop per socket, each with its own cache of encoded answers.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,7 @@ pub fn serve_udp(socket: std::net::UdpSocket, server: Arc<Server>, shutdown: Can
         let response = if server.live.log_queries() {
             server.answer(request, Transport::Udp, peer)
         } else {
-            cached(&server, &mut cache, request)
+            cached(&server, &mut cache, request, peer)
         };
         if let Some(response) = response
             && let Err(e) = socket.send_to(&response, peer)
@@ -46,7 +47,7 @@ pub fn serve_udp(socket: std::net::UdpSocket, server: Arc<Server>, shutdown: Can
 }
 
 /// A UDP answer through the loop's cache of encoded answers; what the cache cannot key takes the slow path.
-fn cached(server: &Server, cache: &mut AnswerCache, request: &[u8]) -> Option<Vec<u8>> {
+fn cached(server: &Server, cache: &mut AnswerCache, request: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
     let started = Instant::now();
     let view = server.store.current();
     cache.refresh(&view, &server.store, server.live.generation());
@@ -54,11 +55,12 @@ fn cached(server: &Server, cache: &mut AnswerCache, request: &[u8]) -> Option<Ve
     if let Some(key) = &key
         && let Some((bytes, outcome)) = cache.answer(key, request, view.serial, started)
     {
-        server.queries.record(Transport::Udp, outcome, started.elapsed());
+        server.queries.record(Transport::Udp, peer, outcome, (request.len(), bytes.len()), started.elapsed());
         return Some(bytes);
     }
     let reply = server.respond(&view, request, Transport::Udp);
-    server.queries.record(Transport::Udp, reply.outcome, started.elapsed());
+    let sizes = (request.len(), reply.bytes.as_ref().map_or(0, Vec::len));
+    server.queries.record(Transport::Udp, peer, reply.outcome, sizes, started.elapsed());
     if let (Some(key), Some(bytes), Some(reuse)) = (key, &reply.bytes, reply.reuse) {
         cache.insert(key, bytes, reply.outcome, reuse, started);
     }

@@ -21,12 +21,17 @@ pub enum Transport {
     Tcp,
 }
 
-/// What a request came to, for the metrics: its question type (when it had one) and the response code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a request came to, for the metrics: its question type (when it had one), the response code, the
+/// zone that answered and whether it asked for DNSSEC records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Outcome {
     pub qtype: Option<RecordType>,
     /// None when nothing was sent back.
     pub rcode: Option<ResponseCode>,
+    /// The zone's index in the catalog; None when no zone answered (REFUSED, FORMERR, ...).
+    pub zone: Option<usize>,
+    /// The EDNS DO bit was set.
+    pub dnssec_ok: bool,
 }
 
 /// A response and what a cache needs to know of it.
@@ -60,11 +65,11 @@ pub fn respond(request: &[u8], transport: Transport, resolver: &Resolver<'_>) ->
         None => {
             let bytes = formerr(request);
             let rcode = bytes.is_some().then_some(ResponseCode::FormErr);
-            return Reply { bytes, outcome: Outcome { qtype: None, rcode }, reuse: Some(Reuse::default()) };
+            return Reply { bytes, outcome: Outcome { rcode, ..Outcome::default() }, reuse: Some(Reuse::default()) };
         }
     };
     if request.metadata.message_type != MessageType::Query {
-        return Reply { bytes: None, outcome: Outcome { qtype: None, rcode: None }, reuse: None };
+        return Reply { bytes: None, outcome: Outcome::default(), reuse: None };
     }
     let qtype = request.queries.first().map(|q| q.query_type());
     let limit = match transport {
@@ -77,7 +82,8 @@ pub fn respond(request: &[u8], transport: Transport, resolver: &Resolver<'_>) ->
     let (response, reuse) = build(&request, resolver);
     let rcode = response.metadata.response_code;
     let encoded = encode(response, usize::from(limit), transport);
-    let outcome = Outcome { qtype, rcode: encoded.as_ref().map(|_| rcode) };
+    let dnssec_ok = request.edns.as_ref().is_some_and(|edns| edns.flags().dnssec_ok);
+    let outcome = Outcome { qtype, rcode: encoded.as_ref().map(|_| rcode), zone: resolver.zone(), dnssec_ok };
     match encoded {
         Some((bytes, serials)) => {
             let reuse = serials.map(|serials| Reuse { serials, ..reuse });

@@ -62,7 +62,34 @@ fn queries_and_view_state_are_counted() {
     assert_eq!(count(r#"dnsd_queries_total{transport="tcp",type="SRV",rcode="NOERROR"}"#), Some(1.0));
     assert_eq!(count("dnsd_request_duration_seconds_count"), Some(6.0));
     assert_eq!(count(r#"dnsd_request_duration_seconds_bucket{le="+Inf"}"#), Some(6.0));
-    assert_eq!(count(r#"dnsd_build_info{version="0.1.0"}"#), Some(1.0));
+    promsd_tests::assert_exporter_basics(&body, "dnsd");
+    // The same queries under CoreDNS's names and labels (dig asks over IPv4: family 1).
+    let server = format!("server=\"dns://{}\"", dnsd.dns);
+    let zone = r#"zone="prom.local.",view="""#;
+    let requests = |labels: &str| count(&format!("coredns_dns_requests_total{{{server},{labels}}}"));
+    assert_eq!(requests(&format!(r#"{zone},proto="udp",family="1",type="SRV""#)), Some(3.0), "{body}");
+    assert_eq!(requests(&format!(r#"{zone},proto="udp",family="1",type="A""#)), Some(1.0));
+    assert_eq!(requests(&format!(r#"{zone},proto="tcp",family="1",type="SRV""#)), Some(1.0));
+    assert_eq!(requests(r#"zone="dropped",view="",proto="udp",family="1",type="A""#), Some(1.0), "example.org");
+    let responses = |labels: &str| count(&format!("coredns_dns_responses_total{{{server},{labels}}}"));
+    assert_eq!(responses(&format!(r#"{zone},rcode="NOERROR",plugin="etcd""#)), Some(4.0));
+    assert_eq!(responses(&format!(r#"{zone},rcode="NXDOMAIN",plugin="etcd""#)), Some(1.0));
+    assert_eq!(responses(r#"zone="dropped",view="",rcode="REFUSED",plugin="""#), Some(1.0));
+    assert_eq!(count(&format!("coredns_dns_request_duration_seconds_count{{{server},{zone}}}")), Some(5.0));
+    assert_eq!(
+        count(&format!(r#"coredns_dns_request_duration_seconds_bucket{{le="8.192",{server},{zone}}}"#)),
+        Some(5.0)
+    );
+    assert_eq!(count(&format!(r#"coredns_dns_request_size_bytes_count{{{server},{zone},proto="udp"}}"#)), Some(4.0));
+    assert_eq!(count(&format!(r#"coredns_dns_response_size_bytes_count{{{server},{zone},proto="tcp"}}"#)), Some(1.0));
+    // dig sets no DO bit, and a request is over 0 bytes.
+    assert!(!body.contains("coredns_dns_do_requests_total{"), "{body}");
+    assert_eq!(
+        count(&format!(r#"coredns_dns_request_size_bytes_bucket{{le="0.0",{server},{zone},proto="udp"}}"#)),
+        Some(0.0)
+    );
+    assert_eq!(count("coredns_panics_total"), Some(0.0));
+    assert!(body.lines().any(|l| l.starts_with(r#"coredns_build_info{version="0.1.0",revision=""#)), "{body}");
     assert_eq!(count("dnsd_view_keys"), Some(8.0), "the seed has 8 keys");
     assert_eq!(count("dnsd_view_names"), Some(3.0), "ns, _etcd-client and node");
     assert_eq!(count("dnsd_ready"), Some(1.0));
@@ -85,7 +112,20 @@ fn queries_and_view_state_are_counted() {
     }
 }
 
-/// The Grafana dashboard in contrib/ only uses metrics dnsd exports.
+/// `--no-metrics.coredns` leaves CoreDNS's names out; dnsd's own and the process metrics stay.
+#[test]
+fn coredns_names_can_be_left_out() {
+    let etcd = Etcd::start();
+    let dnsd = Dnsd::start_args(&["--endpoints", &etcd.endpoint, "--zone", ZONE, "--no-metrics.coredns"]);
+    dnsd.dig(&["A", "x.prom.local"]);
+    let body = scrape(&dnsd);
+    assert!(!body.contains("coredns_"), "{body}");
+    assert_eq!(value(&body, r#"dnsd_queries_total{transport="udp",type="A",rcode="NXDOMAIN"}"#), Some(1.0), "{body}");
+    promsd_tests::assert_exporter_basics(&body, "dnsd");
+}
+
+/// The Grafana dashboard in contrib/ is valid JSON and only uses metrics dnsd exports: its own names and, in
+/// each query's `or` alternative (what CoreDNS exports), the CoreDNS names dnsd exports too.
 #[test]
 fn the_dashboard_uses_real_metrics() {
     let etcd = Etcd::start();
@@ -95,41 +135,47 @@ fn the_dashboard_uses_real_metrics() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib/grafana/dnsd.json");
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
-    let mut used = 0;
+    let mut queries: Vec<String> = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .filter_map(|v| v["query"].as_str().filter(|_| v["type"] == "query").map(str::to_owned))
+        .collect();
     for panel in dashboard["panels"].as_array().expect("panels") {
         for target in panel["targets"].as_array().expect("targets") {
-            let expr = target["expr"].as_str().expect("expr");
-            for word in
-                expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("dnsd_"))
-            {
-                // A sample name, as queries use them (OpenMetrics families drop `_total` and `_bucket`).
-                assert!(
-                    exported.lines().any(|l| l.strip_prefix(word).is_some_and(|r| r.starts_with([' ', '{']))),
-                    "{word} in {expr:?} is not exported"
-                );
-                used += 1;
+            queries.push(target["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    let (mut own, mut coredns) = (0, 0);
+    for expr in &queries {
+        let words = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+        for word in words.filter(|w| w.starts_with("dnsd_") || w.starts_with("coredns_")) {
+            // A sample name, as queries use them (OpenMetrics families drop `_total` and `_bucket`).
+            assert!(
+                exported.lines().any(|l| l.strip_prefix(word).is_some_and(|r| r.starts_with([' ', '{']))),
+                "{word} in {expr:?} is not exported"
+            );
+            if word.starts_with("coredns_") {
+                coredns += 1;
+            } else {
+                own += 1;
             }
         }
     }
-    assert!(used >= 10, "the dashboard shows dnsd's metrics ({used})");
+    assert!(own >= 10, "the dashboard shows dnsd's metrics ({own})");
+    assert!(coredns >= 5, "the query panels and the instance list work on CoreDNS too ({coredns})");
 }
 
 fn promtool(args: &[&str], body: &str) -> (Option<i32>, String) {
     promsd_tests::promtool(args, body.as_bytes())
 }
 
-/// The sample lines without their values, sorted, with `le` by value: what series a body has. The formats
-/// order histograms' lines and write bucket bounds differently (text `5e-06` and `1`, OpenMetrics `0.000005`
-/// and `1.0`).
+/// The sample lines without their values, sorted, in the form both formats give alike: what series a body has.
 fn series(body: &str) -> Vec<String> {
     let mut series: Vec<String> = body
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| s))
-        .map(|s| match s.strip_prefix("dnsd_request_duration_seconds_bucket{le=\"") {
-            Some(le) => format!("bucket {:?}", le.trim_end_matches("\"}").parse::<f64>().expect("a bound")),
-            None => s.to_owned(),
-        })
+        .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| promsd_tests::normalize_sample(s)))
         .collect();
     series.sort();
     series

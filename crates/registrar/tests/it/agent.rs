@@ -161,6 +161,7 @@ modules:
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
+    promsd_tests::assert_exporter_basics(&metrics, "registrar_agent");
 
     agent.signal("TERM");
     agent.wait_timeout(Duration::from_secs(15)).expect("agent stops");

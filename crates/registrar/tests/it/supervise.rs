@@ -219,10 +219,10 @@ fn run_serves_its_metrics() {
         "registrar_lease_grants_total 1",
         "registrar_lease_ttl_seconds 5",
         "registrar_lease_held 1",
-        "registrar_build_info{version=\"0.1.0\"} 1",
     ] {
         assert!(body.lines().any(|l| l == expected), "{expected} missing from:\n{body}");
     }
+    promsd_tests::assert_exporter_basics(&body, "registrar");
     s.registrar.signal("TERM");
     s.registrar.wait_timeout(Duration::from_secs(15)).expect("exits");
 }

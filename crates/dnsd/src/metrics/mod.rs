@@ -7,8 +7,13 @@
 //! ([`promsd_web::metrics`]), which also adds the web stack's `dnsd_web_*_total` counters.
 //!
 //! Names follow Prometheus conventions and are those dnsd has always exported: counters are declared without
-//! `_total` (OpenMetrics' family name) and their samples carry it, e.g. `dnsd_queries_total`.
+//! `_total` (OpenMetrics' family name) and their samples carry it, e.g. `dnsd_queries_total`. Beside them, by
+//! default, the same queries under CoreDNS's names and labels ([`coredns`]); `--no-metrics.coredns` leaves
+//! those out. Every daemon's `process_*` and `dnsd_build_info` come from promsd-web.
 
+pub mod coredns;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,8 +26,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::registry::Registry;
 use promsd_web::WebMetrics;
-use promsd_web::metrics::{WebCollector, build_info, counter, gauge, labelled_gauges};
+use promsd_web::metrics::{ProcessCollector, WebCollector, build_info, counter, gauge, labelled_gauges};
 
+pub use self::coredns::{CorednsMetrics, server_label};
 use crate::store::Store;
 use crate::wire::{Outcome, Transport};
 
@@ -33,11 +39,15 @@ pub fn registry(store: Arc<Store>, queries: Arc<QueryMetrics>, web: Arc<WebMetri
     registry.register_collector(Box::new(queries));
     registry.register_collector(Box::new(StoreCollector(store)));
     registry.register_collector(Box::new(WebCollector::new("dnsd", web)));
+    registry.register_collector(Box::new(ProcessCollector));
     registry
 }
 
 const TRANSPORTS: [&str; 2] = ["udp", "tcp"];
 const TYPES: [&str; 12] = ["A", "AAAA", "SRV", "TXT", "CNAME", "PTR", "MX", "NS", "SOA", "ANY", "other", "none"];
+/// Panics in dnsd, counted by the panic hook `main` installs: `coredns_panics_total`.
+pub static PANICS: AtomicU64 = AtomicU64::new(0);
+
 const RCODES: [&str; 8] = ["NOERROR", "NXDOMAIN", "REFUSED", "FORMERR", "NOTIMP", "SERVFAIL", "BADVERS", "other"];
 /// Upper bounds of the request duration buckets, in seconds: answers from memory take microseconds.
 const BUCKETS: [f64; 12] = [5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 0.1, 1.0];
@@ -52,9 +62,12 @@ pub struct QueryMetrics {
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_nanos: AtomicU64,
+    /// The same queries under CoreDNS's names, unless `--no-metrics.coredns`.
+    coredns: Option<CorednsMetrics>,
 }
 
 impl Default for QueryMetrics {
+    /// dnsd's own metrics only.
     fn default() -> Self {
         Self {
             queries: (0..TRANSPORTS.len() * TYPES.len() * RCODES.len()).map(|_| AtomicU64::new(0)).collect(),
@@ -62,6 +75,7 @@ impl Default for QueryMetrics {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             count: AtomicU64::new(0),
             sum_nanos: AtomicU64::new(0),
+            coredns: None,
         }
     }
 }
@@ -97,8 +111,24 @@ fn rcode_index(rcode: ResponseCode) -> usize {
 }
 
 impl QueryMetrics {
-    /// On the query path: relaxed atomic increments only.
-    pub fn record(&self, transport: Transport, outcome: Outcome, took: Duration) {
+    /// dnsd's metrics and CoreDNS's.
+    pub fn with_coredns(coredns: CorednsMetrics) -> Self {
+        Self { coredns: Some(coredns), ..Self::default() }
+    }
+
+    /// On the query path: relaxed atomic increments only. `sizes` are the request's and the response's in
+    /// bytes (0 for none).
+    pub fn record(
+        &self,
+        transport: Transport,
+        peer: SocketAddr,
+        outcome: Outcome,
+        sizes: (usize, usize),
+        took: Duration,
+    ) {
+        if let Some(coredns) = &self.coredns {
+            coredns.record(transport, peer.is_ipv6(), &outcome, sizes, took);
+        }
         match outcome.rcode {
             Some(rcode) => {
                 let t = usize::from(transport == Transport::Tcp);
@@ -161,8 +191,37 @@ impl Collector for QueryMetrics {
                 None,
                 MetricType::Histogram,
             )?
-            .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+            .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        if let Some(coredns) = &self.coredns {
+            coredns.encode(&mut encoder)?;
+            coredns_build_info(&mut encoder)?;
+            counter(
+                &mut encoder,
+                "coredns_panics",
+                "A metrics that counts the number of panics.",
+                PANICS.load(Ordering::Relaxed),
+            )?;
+        }
+        Ok(())
     }
+}
+
+/// `coredns_build_info{version,revision,goversion} 1` with dnsd's version and revision, and rustc's version
+/// (`rustc1.88.0`, as Go's `go1.24.1`) for `goversion`.
+fn coredns_build_info(encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let rustc = format!("rustc{}", promsd_buildinfo::RUST_VERSION);
+    let labels = [
+        ("version", promsd_buildinfo::VERSION),
+        ("revision", promsd_buildinfo::REVISION),
+        ("goversion", rustc.as_str()),
+    ];
+    let mut family = encoder.encode_descriptor(
+        "coredns_build_info",
+        "A metric with a constant '1' value labeled by version, revision, and goversion from which CoreDNS was built.",
+        None,
+        MetricType::Gauge,
+    )?;
+    prometheus_client::metrics::gauge::ConstGauge::new(1_i64).encode(family.encode_family(&labels)?)
 }
 
 /// The view's state and how following etcd goes, read from the [`Store`] at scrape time.
@@ -180,7 +239,7 @@ impl Collector for StoreCollector {
         let view = store.snapshot();
         let health = &store.health;
         let e = &mut encoder;
-        build_info(e, "dnsd_build_info", "dnsd's version.", env!("CARGO_PKG_VERSION"))?;
+        build_info(e, "dnsd")?;
         gauge(e, "dnsd_ready", "Whether the first load from etcd has completed.", i64::from(store.is_ready()))?;
         gauge(e, "dnsd_etcd_connected", "Whether a watch on etcd is established.", i64::from(health.is_connected()))?;
         // NaN before the first load: there is no age yet, and 0 would read as "just confirmed".
@@ -227,17 +286,12 @@ mod tests {
 
     use super::*;
 
-    /// The sample lines, sorted, with `le` by value: the formats order histograms' lines and write bucket
-    /// bounds differently (text `5e-06` and `1`, OpenMetrics `0.000005` and `1.0`).
+    const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5353);
+
+    /// The sample lines, sorted, in the form both formats give alike.
     fn samples(body: &str) -> Vec<String> {
-        let mut samples: Vec<String> = body
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| match l.split_once("{le=\"").and_then(|(name, rest)| Some((name, rest.split_once('"')?))) {
-                Some((name, (le, rest))) => format!("{name}{{le={:?}{rest}", le.parse::<f64>().expect("a bound")),
-                None => l.to_owned(),
-            })
-            .collect();
+        let mut samples: Vec<String> =
+            body.lines().filter(|l| !l.starts_with('#')).map(promsd_tests::normalize_sample).collect();
         samples.sort();
         samples
     }
@@ -255,10 +309,11 @@ mod tests {
     #[test]
     fn counters_keep_their_total_names_and_labels() {
         let queries = QueryMetrics::default();
-        let answered = Outcome { qtype: Some(RecordType::SRV), rcode: Some(ResponseCode::NoError) };
-        queries.record(Transport::Udp, answered, Duration::from_micros(3));
-        queries.record(Transport::Tcp, answered, Duration::from_micros(30));
-        queries.record(Transport::Udp, Outcome { qtype: None, rcode: None }, Duration::from_secs(2));
+        let answered =
+            Outcome { qtype: Some(RecordType::SRV), rcode: Some(ResponseCode::NoError), ..Outcome::default() };
+        queries.record(Transport::Udp, PEER, answered, (40, 100), Duration::from_micros(3));
+        queries.record(Transport::Tcp, PEER, answered, (40, 100), Duration::from_micros(30));
+        queries.record(Transport::Udp, PEER, Outcome::default(), (3, 0), Duration::from_secs(2));
         let body = queries_only(queries);
         assert!(body.contains("\ndnsd_queries_total{transport=\"udp\",type=\"SRV\",rcode=\"NOERROR\"} 1\n"), "{body}");
         assert!(body.contains("\ndnsd_queries_total{transport=\"tcp\",type=\"SRV\",rcode=\"NOERROR\"} 1\n"), "{body}");
@@ -270,9 +325,9 @@ mod tests {
     #[test]
     fn the_histogram_is_cumulative_and_ends_in_the_count() {
         let queries = QueryMetrics::default();
-        let answered = Outcome { qtype: Some(RecordType::A), rcode: Some(ResponseCode::NoError) };
+        let answered = Outcome { qtype: Some(RecordType::A), rcode: Some(ResponseCode::NoError), ..Outcome::default() };
         for took in [Duration::from_micros(3), Duration::from_micros(30), Duration::from_secs(2)] {
-            queries.record(Transport::Udp, answered, took);
+            queries.record(Transport::Udp, PEER, answered, (40, 100), took);
         }
         let body = queries_only(queries);
         let buckets: Vec<&str> =
@@ -284,5 +339,100 @@ mod tests {
         assert_eq!(buckets.last().copied(), Some("dnsd_request_duration_seconds_bucket{le=\"+Inf\"} 3"), "{body}");
         assert!(body.contains("\ndnsd_request_duration_seconds_count 3\n"), "{body}");
         assert!(body.contains("\ndnsd_request_duration_seconds_sum 2.000033\n"), "{body}");
+    }
+
+    #[test]
+    fn coredns_families_have_coredns_labels_and_buckets() {
+        let queries =
+            QueryMetrics::with_coredns(CorednsMetrics::new(server_label(PEER), &["prom.local", "10.in-addr.arpa"]));
+        let v6: SocketAddr = "[::1]:5353".parse().expect("addr");
+        let in_zone = Outcome {
+            qtype: Some(RecordType::SRV),
+            rcode: Some(ResponseCode::NoError),
+            zone: Some(0),
+            dnssec_ok: true,
+        };
+        queries.record(Transport::Udp, PEER, in_zone, (40, 300), Duration::from_micros(300));
+        queries.record(
+            Transport::Tcp,
+            v6,
+            Outcome { qtype: Some(RecordType::HINFO), ..in_zone },
+            (42, 90),
+            Duration::from_secs(9),
+        );
+        let refused =
+            Outcome { qtype: Some(RecordType::A), rcode: Some(ResponseCode::Refused), zone: None, dnssec_ok: false };
+        queries.record(Transport::Udp, PEER, refused, (30, 30), Duration::from_micros(10));
+        queries.record(Transport::Udp, PEER, Outcome::default(), (3, 0), Duration::from_micros(10));
+        let body = queries_only(queries);
+        let server = "server=\"dns://127.0.0.1:5353\"";
+        for line in [
+            format!(
+                "coredns_dns_requests_total{{{server},zone=\"prom.local.\",view=\"\",proto=\"udp\",family=\"1\",type=\"SRV\"}} 1"
+            ),
+            format!(
+                "coredns_dns_requests_total{{{server},zone=\"prom.local.\",view=\"\",proto=\"tcp\",family=\"2\",type=\"other\"}} 1"
+            ),
+            format!(
+                "coredns_dns_requests_total{{{server},zone=\"dropped\",view=\"\",proto=\"udp\",family=\"1\",type=\"A\"}} 1"
+            ),
+            format!(
+                "coredns_dns_responses_total{{{server},zone=\"prom.local.\",view=\"\",rcode=\"NOERROR\",plugin=\"etcd\"}} 2"
+            ),
+            format!(
+                "coredns_dns_responses_total{{{server},zone=\"dropped\",view=\"\",rcode=\"REFUSED\",plugin=\"\"}} 1"
+            ),
+            format!("coredns_dns_do_requests_total{{{server},zone=\"prom.local.\",view=\"\"}} 2"),
+            format!(
+                "coredns_dns_request_duration_seconds_bucket{{le=\"0.00025\",{server},zone=\"prom.local.\",view=\"\"}} 0"
+            ),
+            format!(
+                "coredns_dns_request_duration_seconds_bucket{{le=\"0.0005\",{server},zone=\"prom.local.\",view=\"\"}} 1"
+            ),
+            format!(
+                "coredns_dns_request_duration_seconds_bucket{{le=\"8.192\",{server},zone=\"prom.local.\",view=\"\"}} 1"
+            ),
+            format!(
+                "coredns_dns_request_duration_seconds_bucket{{le=\"+Inf\",{server},zone=\"prom.local.\",view=\"\"}} 2"
+            ),
+            format!("coredns_dns_request_duration_seconds_count{{{server},zone=\"prom.local.\",view=\"\"}} 2"),
+            format!(
+                "coredns_dns_request_size_bytes_bucket{{le=\"100.0\",{server},zone=\"prom.local.\",view=\"\",proto=\"udp\"}} 1"
+            ),
+            format!(
+                "coredns_dns_response_size_bytes_bucket{{le=\"200.0\",{server},zone=\"prom.local.\",view=\"\",proto=\"udp\"}} 0"
+            ),
+            format!(
+                "coredns_dns_response_size_bytes_bucket{{le=\"300.0\",{server},zone=\"prom.local.\",view=\"\",proto=\"udp\"}} 1"
+            ),
+            format!(
+                "coredns_dns_response_size_bytes_sum{{{server},zone=\"prom.local.\",view=\"\",proto=\"tcp\"}} 90.0"
+            ),
+            "coredns_panics_total 0".to_owned(),
+        ] {
+            assert!(body.lines().any(|l| l == line), "{line} missing from:\n{body}");
+        }
+        assert!(!body.contains("10.in-addr.arpa."), "no series for a zone nobody asked: {body}");
+        let sum = format!("coredns_dns_request_duration_seconds_sum{{{server},zone=\"prom.local.\",view=\"\"}} ");
+        let sum: f64 = body.lines().find_map(|l| l.strip_prefix(&sum)).and_then(|v| v.parse().ok()).expect("a sum");
+        assert!((sum - 9.0003).abs() < 1e-9, "{sum}");
+        assert!(body.contains("coredns_build_info{version=\""), "{body}");
+        let text = {
+            let mut registry = Registry::default();
+            let queries = QueryMetrics::with_coredns(CorednsMetrics::new(server_label(PEER), &["prom.local"]));
+            queries.record(Transport::Udp, PEER, in_zone, (40, 300), Duration::from_micros(300));
+            registry.register_collector(Box::new(queries));
+            encode(&registry, Format::Text).expect("encode")
+        };
+        let (code, complaints) = promsd_tests::promtool(&["check", "metrics"], text.as_bytes());
+        assert_eq!((code, complaints.as_str()), (Some(0), ""), "{text}");
+    }
+
+    #[test]
+    fn the_server_label_is_coredns() {
+        assert_eq!(server_label("0.0.0.0:53".parse().expect("addr")), "dns://:53");
+        assert_eq!(server_label("[::]:1053".parse().expect("addr")), "dns://:1053");
+        assert_eq!(server_label("127.0.0.1:53".parse().expect("addr")), "dns://127.0.0.1:53");
+        assert_eq!(server_label("[::1]:53".parse().expect("addr")), "dns://[::1]:53");
     }
 }
