@@ -424,9 +424,10 @@ prom.local:1053 10.0.0.0/24 {
         assert_eq!(s.min_lease_ttl, Some(Duration::from_secs(60)));
         assert_eq!(s.max_lease_ttl, Some(Duration::from_secs(7200)));
         assert_eq!(s.fallthrough, Some(vec![]));
-        assert_eq!(s.metrics, Some("0.0.0.0:9253".parse().expect("addr")));
+        // `:PORT` is every address of both families, as the flags take it.
+        assert_eq!(s.metrics, Some("[::]:9253".parse().expect("addr")));
         assert_eq!(s.health, Some("127.0.0.1:8080".parse().expect("addr")));
-        assert_eq!(s.ready, Some("0.0.0.0:8181".parse().expect("addr")));
+        assert_eq!(s.ready, Some("[::]:8181".parse().expect("addr")));
     }
 
     #[test]
