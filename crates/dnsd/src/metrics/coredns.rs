@@ -111,6 +111,12 @@ impl Histograms {
     }
 }
 
+/// Where the count of one `coredns_dns_requests_total` series is in the flat [zone][proto][family][type]
+/// array: one layout for recording and for encoding.
+fn request_index(zone: usize, proto: usize, family: usize, qtype: usize) -> usize {
+    ((zone * PROTOS.len() + proto) * FAMILIES.len() + family) * TYPES.len() + qtype
+}
+
 /// The CoreDNS families' counts.
 #[derive(Debug)]
 pub struct CorednsMetrics {
@@ -160,9 +166,8 @@ impl CorednsMetrics {
         let Some(rcode) = outcome.rcode else { return };
         let zone = outcome.zone.filter(|z| *z < self.zones.len() - 1).unwrap_or(self.zones.len() - 1);
         let proto = usize::from(transport == Transport::Tcp);
-        let request = ((zone * PROTOS.len() + proto) * FAMILIES.len() + usize::from(ipv6)) * TYPES.len()
-            + type_index(outcome.qtype);
-        self.requests[request].fetch_add(1, Ordering::Relaxed);
+        self.requests[request_index(zone, proto, usize::from(ipv6), type_index(outcome.qtype))]
+            .fetch_add(1, Ordering::Relaxed);
         self.responses[zone * RCODES.len() + rcode_index(rcode)].fetch_add(1, Ordering::Relaxed);
         if outcome.dnssec_ok {
             self.dnssec_ok[zone].fetch_add(1, Ordering::Relaxed);
@@ -186,8 +191,7 @@ impl CorednsMetrics {
             for (p, proto) in PROTOS.iter().enumerate() {
                 for (f, family_label) in FAMILIES.iter().enumerate() {
                     for (t, qtype) in TYPES.iter().enumerate() {
-                        let index = ((z * PROTOS.len() + p) * FAMILIES.len() + f) * TYPES.len() + t;
-                        let value = self.requests[index].load(Ordering::Relaxed);
+                        let value = self.requests[request_index(z, p, f, t)].load(Ordering::Relaxed);
                         if value > 0 {
                             let labels = [
                                 ("server", server),
