@@ -37,8 +37,9 @@ fn units_verify() {
             std::os::unix::fs::symlink(dir.path().join(template), dir.path().join(instance)).expect("link instance");
         }
     }
+    // The man pages that Documentation= names are checked where the package installs them (scripts/check-package).
     let output = std::process::Command::new("systemd-analyze")
-        .arg("verify")
+        .args(["verify", "--man=no"])
         .args(instances.iter().map(|i| dir.path().join(i)))
         .output()
         .expect("systemd-analyze");

@@ -128,7 +128,7 @@ pub async fn run(
     for registration in wanted {
         kept.insert(registration.key.clone(), keep(&etcd, registration, &loaded.config));
     }
-    tracing::info!(port, modules = kept.len(), "agent serving");
+    tracing::info!(port, modules = loaded.config.modules.len(), registered = kept.len(), "agent serving");
     let web_metrics = Arc::new(promsd_web::WebMetrics::default());
     let proxy = Arc::new(proxy::Proxy {
         loaded: arc_swap::ArcSwap::from_pointee(loaded),
