@@ -57,6 +57,25 @@ impl Layout {
         Service { host: host.to_string(), port, ..Service::default() }.to_json()
     }
 
+    /// The value the agent writes for module `svc{s}` of host `i`: two labels and how to scrape it.
+    pub fn agent_value(s: usize, i: usize) -> String {
+        use std::collections::BTreeMap;
+
+        use promsd_common::Lenient;
+        let labels =
+            BTreeMap::from([("site".to_string(), format!("site{}", i % 4)), ("team".into(), format!("t{}", s % 10))]);
+        let service = Service {
+            host: Self::host(s, i),
+            port: PORT,
+            labels: Lenient::Valid(labels),
+            scheme: Lenient::Valid("http".into()),
+            metrics_path: Lenient::Valid("/proxy".into()),
+            params: Lenient::Valid(BTreeMap::from([("module".to_string(), format!("svc{s:04}"))])),
+            ..Service::default()
+        };
+        service.to_json()
+    }
+
     /// The A name of an instance: host0001.svc0002.prom.local.
     pub fn instance_name(&self, s: usize, i: usize) -> String {
         format!("host{i:04}.svc{s:04}.{}.", self.zone)

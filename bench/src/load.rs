@@ -73,6 +73,7 @@ pub async fn load_layout(
     layout: &Layout,
     concurrency: usize,
     txn_ops: usize,
+    labelled: bool,
 ) -> anyhow::Result<(usize, Duration)> {
     let count = layout.targets() + 2;
     let (ns, layout) = (layout.ns_keys(), layout.clone());
@@ -80,7 +81,8 @@ pub async fn load_layout(
         0 | 1 => TxnOp::put(ns[n].0.as_str(), ns[n].1.as_str(), None),
         _ => {
             let (s, i) = layout.nth(n - 2);
-            TxnOp::put(layout.key(s, i), Layout::value(&Layout::host(s, i), PORT), None)
+            let value = if labelled { Layout::agent_value(s, i) } else { Layout::value(&Layout::host(s, i), PORT) };
+            TxnOp::put(layout.key(s, i), value, None)
         }
     })
     .await?;

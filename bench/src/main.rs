@@ -58,6 +58,9 @@ enum Cmd {
         /// Puts per transaction: at most etcd's --max-txn-ops (128 unless raised)
         #[arg(long, default_value_t = 128)]
         txn_ops: usize,
+        /// Write the values as the agent does for a module: with two labels, scheme, path and module
+        #[arg(long)]
+        labelled: bool,
     },
     /// Print a zone file with the records dnsd answers for what etcd holds (SRV per service with its
     /// normalised weights, A per instance, NS and glue, SOA). Reads in pages at one revision.
@@ -110,10 +113,11 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Cmd::Load { target, concurrency, txn_ops } => {
+        Cmd::Load { target, concurrency, txn_ops, labelled } => {
             let (layout, endpoints) = (target.layout(), target.endpoints);
             let endpoints = split(&endpoints);
-            let (keys, took) = runtime()?.block_on(load::load_layout(&endpoints, &layout, concurrency, txn_ops))?;
+            let load = load::load_layout(&endpoints, &layout, concurrency, txn_ops, labelled);
+            let (keys, took) = runtime()?.block_on(load)?;
             println!(
                 "loaded {keys} keys in {:.2} s ({:.0} keys/s)",
                 took.as_secs_f64(),

@@ -5,6 +5,7 @@ mod cluster;
 mod corefile;
 mod discovery;
 mod docs;
+mod http_sd;
 mod logs;
 mod prometheus;
 mod security;

@@ -52,14 +52,7 @@ fn prometheus_scrapes_exporters_registered_by_registrar_run() {
     let server01 = exporter("server01", 9100);
     let mut server02 = exporter("server02", 9101);
 
-    let config = stack.dir.path().join("prometheus.yml");
-    std::fs::write(&config, CONFIG).expect("write prometheus.yml");
-    let mut command = stack.netns.command("prometheus");
-    command
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", stack.dir.path().join("tsdb").display()))
-        .arg("--web.listen-address=127.0.0.1:9090");
-    let prometheus = Process::spawn("prometheus", command, &stack.log_path("prometheus"));
+    let prometheus = stack.prometheus(CONFIG);
 
     let both_up = BTreeMap::from([
         ("server01.node.prom.local:9100".to_string(), "up".to_string()),
@@ -110,21 +103,10 @@ fn prometheus_scrapes_a_module_through_the_agent_over_tls() {
     agent.args(["--web.listen-address", "127.0.0.1:9998"]);
     let _agent = Process::spawn("agent", agent, &stack.log_path("agent"));
 
-    let config = d.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let _prometheus = stack.prometheus(&format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: node\n    scheme: https\n    metrics_path: /proxy\n    params:\n      module: [node]\n    tls_config:\n      ca_file: {}\n    basic_auth:\n      username: prometheus\n      password: s3cret\n    dns_sd_configs:\n      - names: [node.prom.local]\n        refresh_interval: 1s\n",
             d.join("ca.pem").display()
-        ),
-    )
-    .expect("prometheus.yml");
-    let mut command = stack.netns.command("prometheus");
-    command
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", d.join("tsdb").display()))
-        .arg("--web.listen-address=127.0.0.1:9090");
-    let _prometheus = Process::spawn("prometheus", command, &stack.log_path("prometheus"));
+        ));
     let up = BTreeMap::from([("host1.node.prom.local:9998".to_string(), "up".to_string())]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while targets(&stack).as_ref() != Some(&up) {

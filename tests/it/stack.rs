@@ -63,6 +63,18 @@ impl Stack {
         command
     }
 
+    /// Prometheus in the namespace with `config` as its prometheus.yml, its API on 127.0.0.1:9090.
+    pub fn prometheus(&self, config: &str) -> Process {
+        let path = self.dir.path().join("prometheus.yml");
+        std::fs::write(&path, config).expect("write prometheus.yml");
+        let mut command = self.netns.command("prometheus");
+        command
+            .arg(format!("--config.file={}", path.display()))
+            .arg(format!("--storage.tsdb.path={}", self.dir.path().join("tsdb").display()))
+            .arg("--web.listen-address=127.0.0.1:9090");
+        Process::spawn("prometheus", command, &self.log_path("prometheus"))
+    }
+
     pub fn log_path(&self, name: &str) -> std::path::PathBuf {
         self.dir.path().join(format!("{name}.log"))
     }

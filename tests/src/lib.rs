@@ -108,13 +108,57 @@ pub fn require(program: &str) {
 
 /// A plain HTTP/1.1 GET with the standard library: returns the status code and the body.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(addr, path, &[]).map(|reply| (reply.status, reply.body))
+}
+
+/// What [`http_request`] got back.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    pub status: u16,
+    /// Names lowercased, in the order sent.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A GET with extra request headers (`Name: value` lines); a chunked body is decoded.
+pub fn http_request(addr: std::net::SocketAddr, path: &str, headers: &[&str]) -> std::io::Result<HttpReply> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((status, body))
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n")?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(response.len());
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let raw = response.get(split + 4..).unwrap_or_default();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked { dechunk(raw) } else { raw.to_vec() };
+    Ok(HttpReply { status, headers, body: String::from_utf8_lossy(&body).to_string() })
+}
+
+/// The body of a chunked transfer: each chunk's size line, then its bytes, until the empty chunk.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&raw[..end]).ok().and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
+        let Some(size) = size.filter(|&s| s > 0) else { break };
+        let start = end + 2;
+        let Some(chunk) = raw.get(start..start + size) else { break };
+        body.extend_from_slice(chunk);
+        raw = raw.get(start + size + 2..).unwrap_or_default();
+    }
+    body
 }

@@ -63,6 +63,9 @@ pub struct AgentConfig {
     pub lease_ttl: Option<Duration>,
     /// A static secret expected in a request header (as access gateways pass service tokens).
     pub token: Option<TokenConfig>,
+    /// Labels of every module's target in dnsd's http_sd (a module's own `labels` win).
+    #[serde(default, deserialize_with = "labels")]
+    pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub modules: BTreeMap<String, ModuleConfig>,
 }
@@ -128,6 +131,9 @@ pub struct ModuleConfig {
     pub http: Option<Http>,
     pub exec: Option<ExecModule>,
     pub file: Option<FileModule>,
+    /// Labels of this module's target in dnsd's http_sd.
+    #[serde(default, deserialize_with = "labels")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What is wrong with an `http` section on its own. Raised while parsing, so the message names the module
@@ -273,6 +279,13 @@ fn optional_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Optio
     text.map(|t| parse_duration(&t).map_err(serde::de::Error::custom)).transpose()
 }
 
+/// A `labels` map, its names checked as Prometheus checks them (the message names the line).
+fn labels<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let labels = BTreeMap::<String, String>::deserialize(deserializer)?;
+    promsd_common::labels::validate_labels(&labels).map_err(serde::de::Error::custom)?;
+    Ok(labels)
+}
+
 /// `--config.dirs DIR`: every `NAME.yml` / `NAME.yaml` in DIR is the module NAME.
 pub fn load_module_dir(dir: &Path) -> Result<Vec<(String, ModuleConfig)>, ConfigError> {
     let entries = std::fs::read_dir(dir).map_err(|source| ConfigError::Read { path: dir.into(), source })?;
@@ -399,6 +412,18 @@ mod tests {
         );
         let missing = load("modules:\n  x:\n    method: exec\n").expect_err("no exec section").to_string();
         assert!(missing.contains("needs its own section"), "{missing}");
+    }
+
+    #[test]
+    fn labels_prometheus_would_reject_name_the_line() {
+        let module = load("modules:\n  node:\n    method: http\n    http: {port: 1}\n    labels:\n      __x: y\n");
+        let message = module.expect_err("reserved name").to_string();
+        assert!(
+            message.contains("modules.node: label name \"__x\" starts with \"__\"") && message.contains("line 3"),
+            "{message}"
+        );
+        let agent = load("labels: {1x: y}\nmodules: {}\n").expect_err("bad name").to_string();
+        assert!(agent.ends_with("agent.yml: label name \"1x\" must match [a-zA-Z_][a-zA-Z0-9_]*"), "{agent}");
     }
 
     #[test]

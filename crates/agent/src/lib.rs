@@ -18,7 +18,7 @@ pub mod proxy;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use promsd_common::Service;
+use promsd_common::{Lenient, Service};
 use promsd_registration::keeper::RELEASE_TIMEOUT;
 use promsd_registration::{Identity, Keeper, Location, Registration, RegistrationError, Status, key_for};
 use thiserror::Error;
@@ -44,27 +44,40 @@ pub enum AgentError {
     Io(#[from] std::io::Error),
 }
 
-/// The records of every module: `<instance>.<module>.<zone>` -> this host's address and the proxy's port.
+/// The records of every module: `<instance>.<module>.<zone>` -> this host's address and the proxy's port,
+/// with what one http_sd job needs to scrape the module (`scheme`, `/proxy`, `module=<name>`) and its labels.
 /// None without `etcd` and `address` (proxy only).
-pub fn registrations(config: &AgentConfig, port: u16) -> Result<Vec<Registration>, RegistrationError> {
+pub fn registrations(config: &AgentConfig, port: u16, scheme: &str) -> Result<Vec<Registration>, RegistrationError> {
     let Some(address) = &config.address else { return Ok(Vec::new()) };
     let location = Location::new(&config.path, config.base_path.as_deref(), config.zone.as_deref())?;
     promsd_registration::validate_address(address)?;
     config
         .modules
-        .keys()
-        .map(|module| {
+        .iter()
+        .map(|(module, settings)| {
             let identity = Identity { service: module.clone(), instance: config.instance.clone() };
             let key = key_for(&location, &identity)?;
+            let mut labels = config.labels.clone();
+            labels.extend(settings.labels.clone());
             let service = Service {
                 host: address.clone(),
                 port: i64::from(port),
                 owner: promsd_registration::owner(),
+                labels: if labels.is_empty() { Lenient::Absent } else { Lenient::Valid(labels) },
+                scheme: Lenient::Valid(scheme.to_string()),
+                metrics_path: Lenient::Valid("/proxy".to_string()),
+                params: Lenient::Valid(BTreeMap::from([("module".to_string(), module.clone())])),
                 ..Service::default()
             };
             Ok(Registration { key, service })
         })
         .collect()
+}
+
+/// The scheme the proxy serves now: https when the web configuration in force has TLS. It is read again with
+/// the configuration on SIGHUP.
+fn scheme(web: Option<&promsd_web::WebSource>) -> &'static str {
+    if web.and_then(|w| w.current()).is_some_and(|w| w.tls.is_some()) { "https" } else { "http" }
 }
 
 /// Where the configuration comes from, to read it again on SIGHUP.
@@ -117,7 +130,7 @@ pub async fn run(
     let port = first.local_addr()?.port();
     let mut etcd = loaded.config.etcd_args();
     let mut kept: BTreeMap<String, Keeper> = BTreeMap::new();
-    let wanted = registrations(&loaded.config, port)?;
+    let wanted = registrations(&loaded.config, port, scheme(web.as_deref()))?;
     let keys: Vec<String> = wanted.iter().map(|r| r.key.clone()).collect();
     let mut registers = loaded.config.registers();
     if registers {
@@ -148,7 +161,7 @@ pub async fn run(
             _ = hup.recv() => {}
         }
         let (loaded, wanted) = match source.load_modules().and_then(|loaded| {
-            let wanted = registrations(&loaded.config, port)?;
+            let wanted = registrations(&loaded.config, port, scheme(web.as_deref()))?;
             Ok((loaded, wanted))
         }) {
             Ok(next) => next,

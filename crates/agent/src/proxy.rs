@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -113,7 +112,7 @@ impl Proxy {
         };
         match module.scrape(&forward, deadline).await {
             Ok(scrape) => {
-                let mut response = Response::new(Full::new(scrape.body));
+                let mut response = Response::new(promsd_web::response::full(scrape.body));
                 if let Ok(value) = HeaderValue::from_str(&scrape.content_type) {
                     response.headers_mut().insert(CONTENT_TYPE, value);
                 }

@@ -5,11 +5,13 @@ pub mod cli;
 pub mod discovery;
 pub mod duration;
 pub mod etcd;
+pub mod labels;
 pub mod listen;
 pub mod localhost;
 pub mod name;
 pub mod record;
 
 pub use etcd::{EtcdArgs, EtcdError};
+pub use labels::{LabelError, Lenient};
 pub use name::{KeyPrefix, NameError};
 pub use record::{RecordError, Service};

@@ -1,7 +1,11 @@
 //! The SkyDNS value stored at each key, as CoreDNS's etcd plugin reads it (`msg.Service`).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::labels::{self, LabelError, Lenient};
 
 #[derive(Debug, Error)]
 pub enum RecordError {
@@ -39,6 +43,36 @@ pub struct Service {
     /// tell a record it must restore from one another host took. CoreDNS and external-dns ignore it.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub owner: String,
+    /// promsd's own fields for Prometheus's http_sd ([`crate::labels`]): the target's labels, and how it is
+    /// scraped. A wrong type makes the field invalid, never the record.
+    #[serde(skip_serializing_if = "Lenient::is_absent_or_invalid")]
+    pub labels: Lenient<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Lenient::is_absent_or_invalid")]
+    pub scheme: Lenient<String>,
+    #[serde(skip_serializing_if = "Lenient::is_absent_or_invalid")]
+    pub metrics_path: Lenient<String>,
+    /// URL parameters of the scrape, one value each (`__param_<name>`).
+    #[serde(skip_serializing_if = "Lenient::is_absent_or_invalid")]
+    pub params: Lenient<BTreeMap<String, String>>,
+}
+
+/// Makes `field` absent unless it holds a value that passes `validate`, noting why in `problems`.
+fn keep_valid<T>(
+    field: &mut Lenient<T>,
+    wrong_type: LabelError,
+    validate: impl Fn(&T) -> Result<(), LabelError>,
+    problems: &mut Vec<LabelError>,
+) {
+    let problem = match field {
+        Lenient::Absent => return,
+        Lenient::Invalid => wrong_type,
+        Lenient::Valid(value) => match validate(value) {
+            Ok(()) => return,
+            Err(problem) => problem,
+        },
+    };
+    problems.push(problem);
+    *field = Lenient::Absent;
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -62,6 +96,20 @@ impl Service {
             }
         }
         Ok(service)
+    }
+
+    /// Drops each of the Prometheus fields that Prometheus would reject, returning why: the record still
+    /// answers, without them.
+    pub fn drop_invalid_prometheus_fields(&mut self) -> Vec<LabelError> {
+        let mut problems = Vec::new();
+        keep_valid(&mut self.labels, LabelError::NotAMap, labels::validate_labels, &mut problems);
+        let params = |map: &BTreeMap<String, String>| map.keys().try_for_each(|n| labels::validate_param_name(n));
+        keep_valid(&mut self.params, LabelError::ParamsNotAMap, params, &mut problems);
+        let path = |path: &String| labels::validate_metrics_path(path);
+        keep_valid(&mut self.metrics_path, LabelError::NotAString("metrics_path"), path, &mut problems);
+        let scheme = |scheme: &String| labels::validate_scheme(scheme);
+        keep_valid(&mut self.scheme, LabelError::NotAString("scheme"), scheme, &mut problems);
+        problems
     }
 
     /// The JSON written to etcd: `{"host":"10.0.0.5","port":9100}` plus the fields that are set.
@@ -100,5 +148,17 @@ mod tests {
         assert!(matches!(Service::parse(br#"{"port":70000}"#), Err(RecordError::Port(70000))));
         assert!(Service::parse(br#"{"host":"a","port":-1}"#).is_ok());
         assert!(matches!(Service::parse(br#"{"weight":-2}"#), Err(RecordError::Range { .. })));
+    }
+
+    #[test]
+    fn prometheus_fields_round_trip_and_bad_ones_are_dropped() {
+        let json = r#"{"host":"h","port":9998,"labels":{"env":"prod"},"scheme":"https","metrics_path":"/proxy","params":{"module":"node"}}"#;
+        let mut service = Service::parse(json.as_bytes()).expect("valid");
+        assert_eq!(service.to_json(), json);
+        assert!(service.drop_invalid_prometheus_fields().is_empty());
+        let broken = br#"{"host":"h","port":1,"labels":{"__x":"1"},"scheme":"ftp","metrics_path":7,"params":[]}"#;
+        let mut service = Service::parse(broken).expect("a broken label never fails the record");
+        assert_eq!(service.drop_invalid_prometheus_fields().len(), 4);
+        assert_eq!(service.to_json(), r#"{"host":"h","port":1}"#);
     }
 }

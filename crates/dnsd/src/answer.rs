@@ -3,7 +3,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::ControlFlow;
 
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT};
@@ -98,6 +100,17 @@ fn strip_labels(name: &str, n: i64) -> &str {
         }
     }
     rest
+}
+
+/// One SRV record of a name and the entry it comes from.
+pub struct SrvTarget<'v> {
+    pub entry: &'v Entry,
+    pub priority: u16,
+    pub weight: u16,
+    pub port: u16,
+    /// Lowercase, without the trailing dot.
+    pub target: String,
+    host: Host,
 }
 
 /// Answers questions from one snapshot of the view.
@@ -229,7 +242,7 @@ impl<'a> Resolver<'a> {
     /// The keys a non-exact question for `lname` reads. A `*` or `any` label (the first one, counting from the
     /// zone) makes it a wildcard lookup: every key below the labels before it whose segments match the name,
     /// wildcard labels matching anything, deeper keys included.
-    fn lookup(&self, lname: &str) -> Vec<&Entry> {
+    fn lookup(&self, lname: &str) -> Vec<&'a Entry> {
         let key = self.key(lname);
         let relative = &key[self.catalog.prefix.as_str().len()..];
         let pattern: Vec<&str> = relative.split('/').skip(1).collect();
@@ -318,7 +331,7 @@ impl<'a> Resolver<'a> {
     /// for TXT), narrowed by `group`. Addresses of the zone apex come from `apex.dns.<zone>`, else from the
     /// zone's name servers (`ns.dns.<zone>`), and only without either from the whole zone as CoreDNS does:
     /// every exporter's address under the zone name is never what anyone asked for.
-    fn entries(&self, lname: &str, rtype: RecordType) -> Vec<&Entry> {
+    fn entries(&self, lname: &str, rtype: RecordType) -> Vec<&'a Entry> {
         let mut found = Vec::new();
         if matches!(rtype, RecordType::A | RecordType::AAAA)
             && let Some(zone) = self.catalog.zone_for(lname)
@@ -425,6 +438,26 @@ impl<'a> Resolver<'a> {
     }
 
     fn srv(&self, owner: &Name, lname: &str, answer: &mut Answer) {
+        let mut seen_glue = HashSet::new();
+        self.each_srv_target(lname, |srv| {
+            if answer.answers.len() >= MAX_RECORDS {
+                return ControlFlow::Break(());
+            }
+            if let Some(target_name) = fqdn(&srv.target) {
+                let ttl = self.ttl(srv.entry);
+                let record = SRV::new(srv.priority, srv.weight, srv.port, target_name.clone());
+                answer.answers.push(Record::from_rdata(owner.clone(), ttl, RData::SRV(record)));
+                self.target_glue(&srv.host, target_name, &srv.target, ttl, &mut seen_glue, &mut answer.additionals);
+            }
+            ControlFlow::Continue(())
+        });
+    }
+
+    /// Calls `each` with the SRV records of `lname` in order, each with the entry it comes from, until it
+    /// breaks: what an SRV question answers, and what dnsd's http_sd lists, so both give Prometheus the same
+    /// targets. Memory beyond the entries' list is a few words per record, so a zone of a million records
+    /// can be listed while it is sent.
+    pub fn each_srv_target(&self, lname: &str, mut each: impl FnMut(SrvTarget<'a>) -> ControlFlow<()>) {
         let entries = self.entries(lname, RecordType::SRV);
         // Weights are shares of 100 within each priority, counted over every entry as CoreDNS does (an SRV
         // host carries its own weight; an MX host is no SRV record).
@@ -432,22 +465,29 @@ impl<'a> Resolver<'a> {
         for entry in entries.iter().filter(|e| !matches!(host_of(e), Host::Srv { .. } | Host::Mx { .. })) {
             *totals.entry(priority_of(entry)).or_default() += weight_of(entry);
         }
-        let mut seen_srv = HashSet::new();
-        let mut seen_glue = HashSet::new();
-        for entry in entries {
-            if answer.answers.len() >= MAX_RECORDS {
-                break;
-            }
+        let srv_of = |entry: &'a Entry| {
             let host = host_of(entry);
-            let Some((priority, weight, port, target)) = self.srv_fields(entry, &host, &totals) else { continue };
-            let Some(target_name) = fqdn(&target) else { continue };
-            if !seen_srv.insert((target.clone(), port)) {
+            let (priority, weight, port, target) = self.srv_fields(entry, &host, &totals)?;
+            fqdn(&target)?;
+            Some(SrvTarget { entry, priority, weight, port, target, host })
+        };
+        // One record per (target, port), the first one: the set holds hashes and the index of the entries
+        // with each, whose records are made again to tell a collision from a repeat.
+        let mut seen: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (index, entry) in entries.iter().enumerate() {
+            let Some(srv) = srv_of(entry) else { continue };
+            let hash = seen.hasher().hash_one((&srv.target, srv.port));
+            let earlier = seen.entry(hash).or_default();
+            let repeat = earlier
+                .iter()
+                .any(|&i| srv_of(entries[i]).is_some_and(|e| e.target == srv.target && e.port == srv.port));
+            if repeat {
                 continue;
             }
-            let ttl = self.ttl(entry);
-            let srv = SRV::new(priority, weight, port, target_name.clone());
-            answer.answers.push(Record::from_rdata(owner.clone(), ttl, RData::SRV(srv)));
-            self.target_glue(&host, target_name, &target, ttl, &mut seen_glue, &mut answer.additionals);
+            earlier.push(index);
+            if each(srv).is_break() {
+                return;
+            }
         }
     }
 

@@ -9,6 +9,7 @@
 //! - [`answer`]: one question to the sections of an answer, pure functions over a snapshot.
 //! - [`wire`]: bytes to messages and back: parsing, EDNS, encoding within the transport's limit.
 //! - [`net`]: the UDP and TCP loops, with the UDP answer cache.
+//! - [`sd`]: Prometheus's HTTP service discovery, the same targets as SRV answers with their labels.
 //! - [`web`] and [`metrics`]: the HTTP endpoints and what `/metrics` says.
 //!
 //! [`run`] takes already-bound sockets, so tests run the server in process on port 0.
@@ -17,6 +18,7 @@ pub mod answer;
 pub mod config;
 pub mod metrics;
 pub mod net;
+pub mod sd;
 pub mod store;
 pub mod web;
 pub mod wire;
@@ -47,7 +49,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         tcp: config.tcp,
     });
     let web_metrics = Arc::new(promsd_web::WebMetrics::default());
-    let web = Arc::new(web::Web { store: store.clone(), queries, web: web_metrics.clone() });
+    let web = Arc::new(web::Web::new(store.clone(), queries, web_metrics.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     let mut udp_threads = Vec::new();
     let mut follow = tokio::spawn(store::follow::follow(config.etcd.clone(), store.clone(), shutdown.clone()));

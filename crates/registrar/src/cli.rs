@@ -119,6 +119,20 @@ pub struct ValueArgs {
     /// TXT data for the record
     #[arg(long, value_name = "TEXT")]
     pub text: Option<String>,
+    /// Label of the target in dnsd's http_sd (a Prometheus label name, not starting with __); repeatable
+    #[arg(long = "label", value_name = "NAME=VALUE", value_parser = promsd_common::labels::parse_pair)]
+    pub labels: Vec<(String, String)>,
+    /// Scheme Prometheus scrapes the target with, through http_sd (__scheme__) [default: the job's]
+    #[arg(long, value_name = "SCHEME", value_parser = ["http", "https"])]
+    pub scheme: Option<String>,
+    /// Path Prometheus scrapes, through http_sd (__metrics_path__) [default: the job's]
+    #[arg(long = "metrics-path", value_name = "PATH", value_parser = parse_metrics_path)]
+    pub metrics_path: Option<String>,
+}
+
+fn parse_metrics_path(text: &str) -> Result<String, promsd_common::LabelError> {
+    promsd_common::labels::validate_metrics_path(text)?;
+    Ok(text.to_string())
 }
 
 #[derive(Debug, Clone, Args)]
@@ -212,6 +226,9 @@ impl ValueArgs {
             weight: self.weight,
             ttl: self.ttl,
             text: self.text.clone(),
+            labels: self.labels.clone(),
+            scheme: self.scheme.clone(),
+            metrics_path: self.metrics_path.clone(),
         }
     }
 }

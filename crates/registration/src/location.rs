@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use promsd_common::name::{NameError, validate_label, validate_name, validate_path};
-use promsd_common::{KeyPrefix, Service};
+use promsd_common::{KeyPrefix, Lenient, Service, labels};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -17,6 +17,8 @@ pub enum RegistrationError {
     Address(String),
     #[error("cannot tell the host name for --instance: {0}")]
     Hostname(String),
+    #[error("--label: {0}")]
+    Label(#[from] promsd_common::LabelError),
 }
 
 /// Where the records of one zone live: the base key, and the prefix used to name keys back.
@@ -84,6 +86,10 @@ pub struct RecordValue {
     pub weight: Option<u16>,
     pub ttl: Option<u32>,
     pub text: Option<String>,
+    /// Labels for http_sd, in the order given (a name given twice is refused).
+    pub labels: Vec<(String, String)>,
+    pub scheme: Option<String>,
+    pub metrics_path: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -121,7 +127,7 @@ impl Registration {
         let key = key_for(location, identity)?;
         let address = value.address.trim();
         validate_address(address)?;
-        let service = Service {
+        let mut service = Service {
             host: address.to_string(),
             port: value.port.map(i64::from).unwrap_or(0),
             priority: value.priority.map(i64::from).unwrap_or(0),
@@ -130,6 +136,17 @@ impl Registration {
             text: value.text.clone().unwrap_or_default(),
             ..Service::default()
         };
+        if !value.labels.is_empty() {
+            service.labels = Lenient::Valid(labels::collect(value.labels.iter().cloned())?);
+        }
+        if let Some(scheme) = &value.scheme {
+            labels::validate_scheme(scheme)?;
+            service.scheme = Lenient::Valid(scheme.clone());
+        }
+        if let Some(path) = &value.metrics_path {
+            labels::validate_metrics_path(path)?;
+            service.metrics_path = Lenient::Valid(path.clone());
+        }
         Ok(Self { key, service })
     }
 }

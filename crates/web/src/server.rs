@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
@@ -25,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Web, WebConfigError};
 use crate::response;
 
-pub type Reply = Response<Full<Bytes>>;
+/// A reply's body: whole, or streamed in chunks (see [`crate::response::streamed`]).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+pub type Reply = Response<Body>;
 
 /// How long a client may take for the TLS handshake, and to send a request's headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

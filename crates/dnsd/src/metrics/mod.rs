@@ -263,6 +263,12 @@ impl Collector for StoreCollector {
             "dnsd_malformed_entries_skipped",
             "Values skipped because they do not parse or do not fit in DNS.",
             health.malformed_skipped(),
+        )?;
+        counter(
+            e,
+            "dnsd_invalid_labels",
+            "Values served without their labels or scrape settings, which Prometheus would reject.",
+            health.bad_labels.load(Ordering::Relaxed),
         )
     }
 }

@@ -58,6 +58,13 @@ pub enum Skip {
     BadHost { host: String, problem: BadName },
 }
 
+/// What is reported of a value: skipped whole, or served without its broken Prometheus fields.
+#[derive(Clone, Copy)]
+enum Problem<'a> {
+    Skipped(&'a Skip),
+    Fields(&'a promsd_common::LabelError),
+}
+
 /// Decides what enters the view, and reports what does not.
 pub struct Ingest {
     catalog: Catalog,
@@ -76,10 +83,17 @@ impl Ingest {
     /// The entry for a key-value from etcd, or None (reported when malformed) when it must not be answered.
     pub fn entry(&mut self, kv: KeyValue<'_>) -> Option<Entry> {
         match self.check(kv) {
-            Ok(entry) => Some(entry),
+            Ok(mut entry) => {
+                // Labels Prometheus would reject are dropped; the record still answers, DNS and http_sd.
+                let problems = entry.service.drop_invalid_prometheus_fields();
+                if let Some(problem) = problems.first() {
+                    self.report(kv, Problem::Fields(problem));
+                }
+                Some(entry)
+            }
             Err(Skip::OutsideZones) => None,
             Err(problem) => {
-                self.report(kv, &problem);
+                self.report(kv, Problem::Skipped(&problem));
                 None
             }
         }
@@ -116,14 +130,18 @@ impl Ingest {
         Ok(Entry { key: key.into(), service, lease: kv.lease })
     }
 
-    fn report(&mut self, kv: KeyValue<'_>, problem: &Skip) {
+    fn report(&mut self, kv: KeyValue<'_>, problem: Problem<'_>) {
         if self.reported.len() >= MAX_REMEMBERED {
             self.reported.clear(); // only de-duplication: bounded memory, at the price of a rare repeat
         }
         if !self.reported.insert((kv.key.to_vec(), kv.mod_revision)) {
             return;
         }
-        self.health.malformed.fetch_add(1, Ordering::Relaxed);
+        let counter = match problem {
+            Problem::Skipped(_) => &self.health.malformed,
+            Problem::Fields(_) => &self.health.bad_labels,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         if self.window.elapsed() >= Duration::from_secs(60) {
             if self.suppressed > 0 {
                 tracing::warn!(suppressed = self.suppressed, "more malformed SkyDNS values were skipped");
@@ -135,7 +153,10 @@ impl Ingest {
         if self.warned < WARNINGS_PER_MINUTE {
             self.warned += 1;
             let key: String = String::from_utf8_lossy(kv.key).chars().take(300).collect();
-            tracing::warn!(%key, error = %problem, "skipping malformed SkyDNS value");
+            match problem {
+                Problem::Skipped(error) => tracing::warn!(%key, %error, "skipping malformed SkyDNS value"),
+                Problem::Fields(error) => tracing::warn!(%key, %error, "serving a SkyDNS value without its labels"),
+            }
         } else {
             self.suppressed += 1;
         }

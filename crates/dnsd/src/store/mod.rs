@@ -41,6 +41,8 @@ pub struct Store {
     /// What each etcd endpoint answered when last asked on its own.
     pub members: Arc<members::Members>,
     ready: tokio::sync::watch::Sender<bool>,
+    /// Tells this process's snapshots from another's: generations restart at 0 with the process.
+    pub epoch: u64,
 }
 
 /// How following etcd goes, for `/metrics` and logs.
@@ -48,6 +50,9 @@ pub struct Store {
 pub struct Health {
     /// Values skipped because they do not parse (each key and revision counted once).
     pub malformed: AtomicU64,
+    /// Values served without their labels or scrape settings, which Prometheus would reject (each key and
+    /// revision counted once).
+    pub bad_labels: AtomicU64,
     /// Full reloads after the first (after compaction).
     pub resyncs: AtomicU64,
     /// How long the last full load took (read, parse, publish), in microseconds.
@@ -91,6 +96,12 @@ impl Health {
     }
 }
 
+/// A number that differs between two runs of dnsd: the start time in nanoseconds, mixed with the process id.
+fn epoch() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    (nanos as u64).rotate_left(17) ^ u64::from(std::process::id())
+}
+
 impl Store {
     pub fn new(catalog: Catalog) -> Self {
         Self {
@@ -101,6 +112,7 @@ impl Store {
             health: Arc::default(),
             members: Arc::default(),
             ready: tokio::sync::watch::channel(false).0,
+            epoch: epoch(),
         }
     }
 
@@ -130,7 +142,8 @@ impl Store {
 
     /// Publishes `view` (a cheap clone of the writer's copy) with what changed since the last one, and marks
     /// dnsd ready. The change log is written first: a reader that sees the new snapshot finds its changes.
-    fn publish(&self, view: View, changed: Option<Vec<Arc<str>>>) {
+    fn publish(&self, mut view: View, changed: Option<Vec<Arc<str>>>) {
+        view.published = Some(std::time::SystemTime::now());
         if let Ok(mut log) = self.changes.lock() {
             log.push(view.generation, changed);
         }

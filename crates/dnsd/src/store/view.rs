@@ -29,6 +29,8 @@ pub struct View {
     pub generation: u64,
     /// Names with keys directly below them (services, in registrar's terms), counted by the writer.
     pub names: usize,
+    /// When the store published this snapshot (None before).
+    pub published: Option<std::time::SystemTime>,
 }
 
 impl View {

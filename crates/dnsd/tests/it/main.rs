@@ -5,6 +5,7 @@ mod conformance;
 mod corefile;
 mod flags;
 mod following;
+mod http_sd;
 mod knot;
 mod metrics;
 mod replaced;

@@ -128,3 +128,16 @@ pub fn dnsd_binary(args: &[&str]) -> (std::process::Command, SocketAddr, SocketA
         .env_remove("RUST_LIB_BACKTRACE");
     (command, dns, web)
 }
+
+/// Writes `pairs` to etcd in transactions of 100 puts: thousands of keys in a second or two.
+pub fn put_many(etcd: &promsd_tests::Etcd, pairs: Vec<(String, String)>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let mut client = etcd_client::Client::connect([etcd.endpoint.as_str()], None).await.expect("connect");
+        for chunk in pairs.chunks(100) {
+            let ops: Vec<etcd_client::TxnOp> =
+                chunk.iter().map(|(key, value)| etcd_client::TxnOp::put(key.as_str(), value.as_str(), None)).collect();
+            client.txn(etcd_client::Txn::new().and_then(ops)).await.expect("txn");
+        }
+    });
+}

@@ -64,6 +64,11 @@ fn the_web_port_takes_tls_and_basic_auth_from_the_web_config() {
     assert!(body.contains("\ndnsd_view_keys "), "{body}");
     assert_eq!(curl(d, &metrics, &["-u", "prometheus:wrong"]).0, 401, "wrong password");
     assert_eq!(curl(d, &metrics, &[]).0, 401, "no credentials");
+    // http_sd is behind the same TLS and credentials.
+    let sd = format!("https://{web}/sd/v1/prom.local");
+    let (status, body) = curl(d, &sd, &user);
+    assert!(status == 200 && body.contains("server01.node.prom.local:9100"), "{status} {body}");
+    assert_eq!(curl(d, &sd, &[]).0, 401, "http_sd without credentials");
     // Plain HTTP to the TLS port gets no HTTP response: the handshake fails on the request's bytes.
     let plain = http_get(web, "/metrics");
     assert!(!matches!(plain, Ok((status, _)) if status != 0), "plain http answered: {plain:?}");

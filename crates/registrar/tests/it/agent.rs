@@ -75,11 +75,16 @@ fn proxies_modules_and_registers_them() {
 zone: prom.local
 address: 127.0.0.1
 instance: host1
+labels:
+  site: a
 modules:
   node:
     method: http
     http:
       port: {node_port}
+    labels:
+      site: b
+      team: infra
   broken:
     method: exec
     exec:
@@ -107,9 +112,14 @@ modules:
         hang_child = dir.path().join("hang-child.pid").display(),
     );
     let (mut agent, addr) = start_agent(dir.path(), &config);
-    let expected =
-        format!(r#"{{"host":"127.0.0.1","port":{},"owner":"{}"}}"#, addr.port(), promsd_registration::owner());
+    // Each record says how one http_sd job scrapes its module, with the agent's labels and the module's.
     for module in ["node", "broken", "hang", "slow", "text"] {
+        let labels = if module == "node" { r#"{"site":"b","team":"infra"}"# } else { r#"{"site":"a"}"# };
+        let expected = format!(
+            r#"{{"host":"127.0.0.1","port":{},"owner":"{}","labels":{labels},"scheme":"http","metrics_path":"/proxy","params":{{"module":"{module}"}}}}"#,
+            addr.port(),
+            promsd_registration::owner()
+        );
         let key = format!("/skydns/local/prom/{module}/host1");
         let value = eventually("the module registered", Duration::from_secs(10), || etcd.get(&key));
         assert_eq!(value, expected, "{module}");

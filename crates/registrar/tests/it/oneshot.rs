@@ -38,11 +38,21 @@ fn set_rm_and_ls() {
             "60",
             "--text",
             "primary",
+            "--label",
+            "team=db",
+            "--label",
+            "role=primary",
+            "--scheme",
+            "https",
+            "--metrics-path",
+            "/probe",
         ]));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         etcd.get("/skydns/local/prom/a/mysql/db1").as_deref(),
-        Some(r#"{"host":"db1.example.org","port":9104,"priority":20,"weight":5,"text":"primary","ttl":60}"#)
+        Some(
+            r#"{"host":"db1.example.org","port":9104,"priority":20,"weight":5,"text":"primary","ttl":60,"labels":{"role":"primary","team":"db"},"scheme":"https","metrics_path":"/probe"}"#
+        )
     );
 
     let table = run(registrar().args(["ls", "--endpoints", &etcd.endpoint, "--zone", "prom.local"]));
@@ -115,7 +125,13 @@ fn invalid_input_fails_before_touching_etcd() {
     // Nothing listens here: an error that mentions etcd would mean the flags were not checked first.
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     let base = ["set", "--endpoints", &nowhere, "--timeout", "30s", "--service", "node", "--instance", "a"];
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 11] = [
+        // Labels Prometheus would reject.
+        (&["--zone", "prom.local", "--address", "10.0.0.5", "--label", "__address__=x"], "reserves"),
+        (&["--zone", "prom.local", "--address", "10.0.0.5", "--label", "1x=y"], "must match"),
+        (&["--zone", "prom.local", "--address", "10.0.0.5", "--label", "env"], "expected NAME=VALUE"),
+        (&["--zone", "prom.local", "--address", "10.0.0.5", "--label", "a=1", "--label", "a=2"], "given twice"),
+        (&["--zone", "prom.local", "--address", "10.0.0.5", "--metrics-path", "metrics"], "must start with '/'"),
         (&["--zone", "prom.local", "--address", "10.0.0.5:9100", "--port", "9100"], "for '--address <HOST>'"),
         // A mistyped IP address is not a host name.
         (
