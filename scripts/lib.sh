@@ -77,7 +77,7 @@ give_back() {
 # What the demo and the tests run, as "what-to-look-for:package": a command on PATH, or a file (an absolute
 # path). protoc and the protobuf well-known types (libprotobuf-dev) are what etcd-client's build needs.
 PACKAGES=(
-    cc:gcc protoc:protobuf-compiler knotd:knot /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev
+    cc:gcc protoc:protobuf-compiler knotd:knot kdig:knot-dnsutils /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev
     etcd:etcd-server etcdctl:etcd-client dig:bind9-dnsutils prometheus:prometheus
     prometheus-node-exporter:prometheus-node-exporter prometheus-exporter-exporter:prometheus-exporter-exporter
     curl:curl ip:iproute2 unshare:util-linux

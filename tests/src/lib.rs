@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 pub use dig::{Dig, dig};
 pub use etcd::{Etcd, EtcdCluster};
-pub use knot::Knot;
+pub use knot::{Knot, KnotKey};
 pub use netns::Netns;
 pub use process::{Process, pid_alive};
 pub use promtool::{assert_exporter_basics, normalize_sample, promtool};

@@ -9,6 +9,7 @@
 //! - [`answer`]: one question to the sections of an answer, pure functions over a snapshot.
 //! - [`wire`]: bytes to messages and back: parsing, EDNS, encoding within the transport's limit.
 //! - [`net`]: the UDP and TCP loops, with the UDP answer cache.
+//! - [`transfer`]: AXFR, IXFR and NOTIFY to secondaries, behind networks and TSIG keys.
 //! - [`sd`]: Prometheus's HTTP service discovery, the same targets as SRV answers with their labels.
 //! - [`web`] and [`metrics`]: the HTTP endpoints and what `/metrics` says.
 //!
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod net;
 pub mod sd;
 pub mod store;
+pub mod transfer;
 pub mod web;
 pub mod wire;
 
@@ -42,19 +44,25 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         }
         _ => metrics::QueryMetrics::default(),
     });
+    let transfers = Arc::new(transfer::Transfers::new(config.transfer.clone()));
+    if config.transfer.enabled() {
+        store.keep_history(config.transfer.history + 1); // the current snapshot and the history before it
+    }
     let server = Arc::new(net::Server {
         store: store.clone(),
         live: config.live.clone(),
         queries: queries.clone(),
         tcp: config.tcp,
+        transfers: transfers.clone(),
     });
     let web_metrics = Arc::new(promsd_web::WebMetrics::default());
-    let web = Arc::new(web::Web::new(store.clone(), queries, web_metrics.clone()));
+    let web = Arc::new(web::Web::new(store.clone(), queries, transfers.clone(), web_metrics.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     let mut udp_threads = Vec::new();
     let mut follow = tokio::spawn(store::follow::follow(config.etcd.clone(), store.clone(), shutdown.clone()));
     tasks.spawn(store::members::probe(config.etcd.clone(), store.members.clone(), shutdown.clone()));
     tasks.spawn(store::leases::track(config.etcd, store.clone(), config.live, shutdown.clone()));
+    tasks.spawn(transfer::notify::run(store.clone(), transfers, shutdown.clone()));
     for listener in listeners.web {
         let (source, metrics) = (config.web.clone(), web_metrics.clone());
         tasks.spawn(promsd_web::serve(listener, source, web.clone(), metrics, shutdown.clone()));

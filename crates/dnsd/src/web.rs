@@ -26,6 +26,7 @@ const LISTINGS_AT_ONCE: usize = 4;
 pub struct Web {
     pub store: Arc<Store>,
     pub queries: Arc<QueryMetrics>,
+    pub transfers: Arc<crate::transfer::Transfers>,
     /// The web stack's refusals, shared with [`promsd_web::serve`] on every web port.
     pub web: Arc<WebMetrics>,
     listings: Arc<Semaphore>,
@@ -43,8 +44,13 @@ impl promsd_web::Handler for Web {
 }
 
 impl Web {
-    pub fn new(store: Arc<Store>, queries: Arc<QueryMetrics>, web: Arc<WebMetrics>) -> Self {
-        Self { store, queries, web, listings: Arc::new(Semaphore::new(LISTINGS_AT_ONCE)) }
+    pub fn new(
+        store: Arc<Store>,
+        queries: Arc<QueryMetrics>,
+        transfers: Arc<crate::transfer::Transfers>,
+        web: Arc<WebMetrics>,
+    ) -> Self {
+        Self { store, queries, transfers, web, listings: Arc::new(Semaphore::new(LISTINGS_AT_ONCE)) }
     }
 
     /// `GET /sd/v1/<zone>[?service=NAME]`: the targets as Prometheus's http_sd reads them, streamed from one
@@ -103,7 +109,8 @@ impl Web {
             "/ready" if store.is_ready() => text(StatusCode::OK, "OK"),
             "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "waiting for the first load from etcd"),
             "/metrics" => {
-                let registry = crate::metrics::registry(store.clone(), self.queries.clone(), self.web.clone());
+                let (queries, transfers) = (self.queries.clone(), self.transfers.clone());
+                let registry = crate::metrics::registry(store.clone(), queries, transfers, self.web.clone());
                 promsd_web::metrics::reply(&registry, request.headers())
             }
             "/-/ready" if store.is_ready() => text(StatusCode::OK, "dnsd is Ready.\n"),

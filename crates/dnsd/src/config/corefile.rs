@@ -1,6 +1,6 @@
 //! Reads a CoreDNS Corefile, so a server moving from CoreDNS + `etcd` runs dnsd with the file it has.
 //! Server blocks `ZONE[:PORT] ... { ... }` with `etcd` (all of its options), `errors`, `log`, `prometheus`,
-//! `health` and `ready`. Anything else is an error naming the file, line and directive: a setting that is
+//! `health`, `ready` and `transfer { to ADDRESS... }`. Anything else is an error naming the file, line and directive: a setting that is
 //! silently ignored is a setting that silently does not work.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -36,6 +36,8 @@ pub struct FileSettings {
     pub metrics: Option<SocketAddr>,
     pub health: Option<SocketAddr>,
     pub ready: Option<SocketAddr>,
+    /// The `transfer` plugin's `to` addresses: `*`, an IP (NOTIFY to its port 53), IP:PORT, or a network.
+    pub transfer_to: Vec<String>,
 }
 
 /// `tls [CERT [KEY [CA]]]`: one argument is the CA, two the client pair, three all of them.
@@ -146,11 +148,12 @@ pub fn parse(text: &str, path: &Path) -> Result<FileSettings, CorefileError> {
                 "prometheus" => settings.metrics = Some(address(&directive, "localhost:9153", &err)?),
                 "health" => settings.health = Some(address(&directive, ":8080", &err)?),
                 "ready" => settings.ready = Some(address(&directive, ":8181", &err)?),
+                "transfer" => transfer(&directive, &mut settings, &err)?,
                 other => {
                     return Err(err(
                         line,
                         format!(
-                            "directive {other:?} is not supported by dnsd (supported: etcd, errors, log, debug, prometheus, health, ready)"
+                            "directive {other:?} is not supported by dnsd (supported: etcd, errors, log, debug, prometheus, health, ready, transfer)"
                         ),
                     ));
                 }
@@ -260,6 +263,33 @@ where
         }
         if !option.block.is_empty() {
             return Err(err(line, format!("{} takes no block", option.name)));
+        }
+    }
+    Ok(())
+}
+
+/// `transfer { to ADDRESS... }`, as CoreDNS's transfer plugin spells it, for every zone dnsd serves.
+fn transfer<E>(directive: &Directive, settings: &mut FileSettings, err: &E) -> Result<(), CorefileError>
+where
+    E: Fn(usize, String) -> CorefileError,
+{
+    if !directive.args.is_empty() {
+        let message = "transfer applies to every zone dnsd serves: give it without zones".to_string();
+        return Err(err(directive.line, message));
+    }
+    if directive.block.is_empty() {
+        return Err(err(directive.line, "transfer needs a block with `to ADDRESS...`".into()));
+    }
+    for option in &directive.block {
+        match option.name.as_str() {
+            "to" if !option.args.is_empty() => {
+                for address in &option.args {
+                    crate::transfer::parse_to(address).map_err(|message| err(option.line, message))?;
+                    settings.transfer_to.push(address.clone());
+                }
+            }
+            "to" => return Err(err(option.line, "to needs at least one address".into())),
+            other => return Err(err(option.line, format!("unknown transfer property {other:?}"))),
         }
     }
     Ok(())
@@ -440,6 +470,20 @@ prom.local:1053 10.0.0.0/24 {
     }
 
     #[test]
+    fn reads_the_transfer_plugin() {
+        let text = "prom.local {\n  etcd\n  transfer {\n    to 192.0.2.1 192.0.2.2:5300\n    to 10.0.0.0/8\n  }\n}\n";
+        let settings = parse_str(text).expect("valid");
+        assert_eq!(settings.transfer_to, ["192.0.2.1", "192.0.2.2:5300", "10.0.0.0/8"]);
+        let (allow, notify) = crate::transfer::parse_to("192.0.2.2:5300").expect("valid");
+        assert_eq!(
+            (allow[0].to_string(), notify.map(|n| n.to_string())),
+            ("192.0.2.2/32".into(), Some("192.0.2.2:5300".into()))
+        );
+        assert_eq!(crate::transfer::parse_to("192.0.2.1").expect("valid").1.map(|n| n.port()), Some(53));
+        assert_eq!(crate::transfer::parse_to("*").expect("valid").0.len(), 2);
+    }
+
+    #[test]
     fn errors_name_the_file_line_and_directive() {
         let cases = [
             ("prom.local {\n  etcd\n  cache 30\n}\n", "Corefile:3: directive \"cache\" is not supported"),
@@ -450,6 +494,10 @@ prom.local:1053 10.0.0.0/24 {
             ("a:53 {\n etcd\n}\nb:54 {\n etcd\n}\n", "Corefile:4: dnsd serves one DNS port"),
             ("tls://a {\n etcd\n}\n", "only plain DNS"),
             ("a {\n etcd {\n  min-lease-ttl 5x\n }\n}\n", "Corefile:3: min-lease-ttl"),
+            ("a {\n etcd\n transfer {\n  to 10.0.0.300\n }\n}\n", "Corefile:4: to \"10.0.0.300\": expected *"),
+            ("a {\n etcd\n transfer a {\n  to *\n }\n}\n", "Corefile:3: transfer applies to every zone"),
+            ("a {\n etcd\n transfer {\n  from x\n }\n}\n", "Corefile:4: unknown transfer property \"from\""),
+            ("a {\n etcd\n transfer\n}\n", "Corefile:3: transfer needs a block"),
         ];
         for (text, expected) in cases {
             let error = parse_str(text).expect_err(text).to_string();

@@ -52,6 +52,32 @@ pub enum ConfigError {
     /// etcd settings no retry can fix (a malformed endpoint, an unreadable CA): refused at start.
     #[error("{0}")]
     Etcd(promsd_common::EtcdError),
+    /// Not a source, as above: the key error names the file and the key.
+    #[error("--transfer.tsig-key-file {0}")]
+    TsigKeys(crate::transfer::tsig::KeyError),
+}
+
+/// The transfer settings: the flags, else the Corefile's `transfer { to ... }`.
+fn transfer_config(
+    allow: Vec<ipnet::IpNet>,
+    key_file: Option<&std::path::Path>,
+    notify: Vec<SocketAddr>,
+    history: usize,
+    corefile_to: &[String],
+) -> Result<crate::transfer::TransferConfig, ConfigError> {
+    let keys = key_file.map(crate::transfer::tsig::load_keys).transpose().map_err(ConfigError::TsigKeys)?;
+    let keys = keys.unwrap_or_default();
+    let mut config = crate::transfer::TransferConfig { allow, keys, notify, history };
+    if config.allow.is_empty() && config.notify.is_empty() {
+        for to in corefile_to {
+            // Checked when the Corefile was read.
+            if let Ok((allow, notify)) = crate::transfer::parse_to(to) {
+                config.allow.extend(allow);
+                config.notify.extend(notify);
+            }
+        }
+    }
+    Ok(config)
 }
 
 /// Authoritative DNS for the SkyDNS records in etcd, answered from memory.
@@ -114,6 +140,20 @@ pub struct Cli {
     /// Output format of log lines: logfmt or json
     #[arg(help_heading = "Logging", long = "log.format", value_enum, default_value_t, value_name = "FORMAT")]
     pub log_format: promsd_log::LogFormat,
+    /// Allow zone transfers (AXFR, IXFR) from this network or address; repeatable. Without it (or a TSIG
+    /// key) every transfer is refused
+    #[arg(help_heading = "Zone transfers", long = "transfer.allow", value_name = "CIDR", value_parser = crate::transfer::parse_network)]
+    pub transfer_allow: Vec<ipnet::IpNet>,
+    /// TSIG keys (BIND's `key` clauses, Knot's `key:` list or ALGORITHM:NAME:SECRET lines): every transfer
+    /// must then be signed with one, and come from an allowed network when --transfer.allow is given too
+    #[arg(help_heading = "Zone transfers", long = "transfer.tsig-key-file", value_name = "FILE")]
+    pub transfer_tsig_key_file: Option<PathBuf>,
+    /// Secondary to send NOTIFY to when a zone changes: IP:PORT (port 53 when omitted); repeatable
+    #[arg(help_heading = "Zone transfers", long = "transfer.notify", value_name = "ADDR", value_parser = crate::transfer::parse_notify)]
+    pub transfer_notify: Vec<SocketAddr>,
+    /// Snapshots kept to answer IXFR from; a secondary further behind gets the whole zone
+    #[arg(help_heading = "Zone transfers", long = "transfer.ixfr-history", default_value_t = crate::transfer::DEFAULT_HISTORY, value_name = "N")]
+    pub transfer_ixfr_history: usize,
     /// Leave CoreDNS's metric names (coredns_dns_requests_total, ...) out of /metrics: by default they are
     /// there beside dnsd's, so CoreDNS's dashboards and alerts keep working
     #[arg(long = "no-metrics.coredns")]
@@ -133,6 +173,8 @@ pub struct Config {
     pub tcp: TcpLimits,
     /// Whether `/metrics` has CoreDNS's families beside dnsd's (not `--no-metrics.coredns`).
     pub coredns_metrics: bool,
+    /// Who may transfer the zones, and whom to notify of changes.
+    pub transfer: crate::transfer::TransferConfig,
 }
 
 /// Bounds on DNS over TCP. At the total, the connection idle longest is closed for a new client; beyond the
@@ -176,7 +218,11 @@ impl Config {
         }
         let catalog = Catalog::new(all, KeyPrefix::new(path));
         let live = Arc::new(Live::new(lease_bounds, log_queries));
-        Ok(Self { etcd, catalog, live, web: None, tcp: TcpLimits::default(), coredns_metrics: true })
+        let transfer = crate::transfer::TransferConfig {
+            history: crate::transfer::DEFAULT_HISTORY,
+            ..crate::transfer::TransferConfig::default()
+        };
+        Ok(Self { etcd, catalog, live, web: None, tcp: TcpLimits::default(), coredns_metrics: true, transfer })
     }
 }
 
@@ -203,6 +249,7 @@ impl Settings {
             ("web config file", self.web_config_file != new.web_config_file),
             ("TCP limits", old_config.tcp != new_config.tcp),
             ("--no-metrics.coredns", old_config.coredns_metrics != new_config.coredns_metrics),
+            ("zone transfers", old_config.transfer != new_config.transfer),
         ]
         .into_iter()
         .filter_map(|(what, differs)| differs.then_some(what))
@@ -249,6 +296,13 @@ impl Cli {
         };
         let mut config = Config::build(etcd, &path, &zones, &soa, bounds, self.log_queries || file.log_queries)?;
         config.coredns_metrics = !self.no_coredns_metrics;
+        config.transfer = transfer_config(
+            self.transfer_allow,
+            self.transfer_tsig_key_file.as_deref(),
+            self.transfer_notify,
+            self.transfer_ixfr_history,
+            &file.transfer_to,
+        )?;
         // Read here, before any socket is bound, so a broken file is a startup error like a broken Corefile.
         if let Some(path) = &self.web_config_file {
             config.web = Some(Arc::new(WebSource::load(path).map_err(ConfigError::WebConfig)?));

@@ -30,14 +30,21 @@ use promsd_web::metrics::{ProcessCollector, WebCollector, build_info, counter, g
 
 pub use self::coredns::{CorednsMetrics, server_label};
 use crate::store::Store;
+use crate::transfer::{Refusal, Transfers};
 use crate::wire::{Outcome, Transport};
 
 /// Everything dnsd exports on `/metrics`. Cheap enough to build per scrape: it only holds the pointers,
 /// and the collectors read the current values when encoded.
-pub fn registry(store: Arc<Store>, queries: Arc<QueryMetrics>, web: Arc<WebMetrics>) -> Registry {
+pub fn registry(
+    store: Arc<Store>,
+    queries: Arc<QueryMetrics>,
+    transfers: Arc<Transfers>,
+    web: Arc<WebMetrics>,
+) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(queries));
     registry.register_collector(Box::new(StoreCollector(store)));
+    registry.register_collector(Box::new(TransferCollector(transfers)));
     registry.register_collector(Box::new(WebCollector::new("dnsd", web)));
     registry.register_collector(Box::new(ProcessCollector));
     registry
@@ -225,6 +232,49 @@ fn coredns_build_info(encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::E
 }
 
 /// The view's state and how following etcd goes, read from the [`Store`] at scrape time.
+/// Zone transfers and NOTIFYs.
+#[derive(Debug)]
+struct TransferCollector(Arc<Transfers>);
+
+impl Collector for TransferCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let t = &self.0;
+        let mut family = encoder.encode_descriptor(
+            "dnsd_transfers",
+            "Zone transfers served, by type (an IXFR answered with the whole zone counts as ixfr).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, value) in [("axfr", &t.axfr), ("ixfr", &t.ixfr)] {
+            ConstCounter::new(value.load(Ordering::Relaxed)).encode(family.encode_family(&[("type", kind)])?)?;
+        }
+        let full = t.ixfr_full.load(Ordering::Relaxed);
+        counter(&mut encoder, "dnsd_transfer_ixfr_full", "IXFRs answered with the whole zone.", full)?;
+        let mut family = encoder.encode_descriptor(
+            "dnsd_transfers_refused",
+            "Zone transfer requests refused, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for reason in Refusal::ALL {
+            let labels = [("reason", reason.label())];
+            ConstCounter::new(t.refused(reason)).encode(family.encode_family(&labels)?)?;
+        }
+        counter(
+            &mut encoder,
+            "dnsd_notifies_sent",
+            "NOTIFY messages sent to secondaries.",
+            t.notifies.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "dnsd_notify_failures",
+            "NOTIFY messages a secondary did not answer in time.",
+            t.notify_failures.load(Ordering::Relaxed),
+        )
+    }
+}
+
 struct StoreCollector(Arc<Store>);
 
 impl std::fmt::Debug for StoreCollector {

@@ -29,6 +29,7 @@ pub struct Server {
     pub live: Arc<Live>,
     pub queries: Arc<QueryMetrics>,
     pub tcp: TcpLimits,
+    pub transfers: Arc<crate::transfer::Transfers>,
 }
 
 impl Server {

@@ -22,6 +22,8 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Once a message's length has arrived, the whole message must follow within this (Knot's tcp-io-timeout):
 /// a client that trickles bytes cannot hold a connection slot for long.
 const MESSAGE_TIMEOUT: Duration = Duration::from_millis(500);
+/// A transfer's client must take each message within this: one that stops reading loses the transfer.
+const TRANSFER_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve_tcp(listener: TcpListener, server: Arc<Server>, shutdown: CancellationToken) {
     let bounds = server.tcp;
@@ -101,6 +103,50 @@ impl Drop for Slot {
     }
 }
 
+/// Answers a zone transfer request: one refusal, or the transfer's messages as a blocking thread writes them
+/// from the snapshot taken now. The connection's idle timeout does not apply meanwhile: a large zone takes
+/// as long as the client takes to read it, and each write is bounded instead.
+async fn transfer(
+    stream: &mut TcpStream,
+    server: &Server,
+    message: &hickory_proto::op::Message,
+    bytes: &[u8],
+    peer: SocketAddr,
+) -> std::io::Result<()> {
+    use crate::transfer::Admission;
+    let (request, signer) = match server.transfers.admit(server.store.catalog(), message, bytes, peer.ip()) {
+        Admission::Refused(response) => return write_message(stream, &response).await,
+        Admission::Stream { request, signer } => (request, signer),
+    };
+    tracing::debug!(%peer, zone = %request.query.name(), kind = %request.query.query_type(), "zone transfer");
+    let (sender, mut messages) = tokio::sync::mpsc::channel(4);
+    let (store, transfers, view) = (server.store.clone(), server.transfers.clone(), server.store.snapshot());
+    let producer = tokio::task::spawn_blocking(move || {
+        crate::transfer::stream(&store, &transfers, &view, &request, signer, &sender);
+    });
+    while let Some(message) = messages.recv().await {
+        match tokio::time::timeout(TRANSFER_WRITE_TIMEOUT, write_message(stream, &message)).await {
+            Ok(Ok(())) => {}
+            _ => {
+                drop(messages); // the producer sees the channel closed and stops
+                let _ = producer.await;
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+        }
+    }
+    let _ = producer.await;
+    Ok(())
+}
+
+/// One length-prefixed message.
+async fn write_message(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<()> {
+    let len = u16::try_from(message.len()).map_err(|_| std::io::Error::other("message over 64 KiB"))?;
+    let mut framed = Vec::with_capacity(message.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(message);
+    stream.write_all(&framed).await
+}
+
 /// Serves length-prefixed queries on one connection, one after another, until it closes or idles out.
 async fn connection(mut stream: TcpStream, peer: SocketAddr, server: &Server, slot: &Slot) {
     let _ = stream.set_nodelay(true);
@@ -114,6 +160,13 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, server: &Server, sl
         buf.resize(len, 0);
         if !matches!(tokio::time::timeout(MESSAGE_TIMEOUT, stream.read_exact(&mut buf)).await, Ok(Ok(_))) {
             return;
+        }
+        if let Some(message) = crate::transfer::question(&buf) {
+            if transfer(&mut stream, server, &message, &buf, peer).await.is_err() {
+                return;
+            }
+            slot.open.mark(slot.id, true);
+            continue;
         }
         // A message that gets no answer (a response, a runt) is skipped: the queries behind it still count.
         if let Some(response) = server.answer(&buf, Transport::Tcp, peer) {

@@ -43,6 +43,11 @@ pub struct Store {
     ready: tokio::sync::watch::Sender<bool>,
     /// Tells this process's snapshots from another's: generations restart at 0 with the process.
     pub epoch: u64,
+    /// The last snapshots published, oldest first, for IXFR ([`Store::keep_history`] says how many).
+    history: Mutex<std::collections::VecDeque<Arc<View>>>,
+    history_len: std::sync::atomic::AtomicUsize,
+    /// The generation of the last publication, for whoever waits for changes (NOTIFY).
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 /// How following etcd goes, for `/metrics` and logs.
@@ -113,6 +118,9 @@ impl Store {
             members: Arc::default(),
             ready: tokio::sync::watch::channel(false).0,
             epoch: epoch(),
+            history: Mutex::default(),
+            history_len: std::sync::atomic::AtomicUsize::new(0),
+            published: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -147,8 +155,36 @@ impl Store {
         if let Ok(mut log) = self.changes.lock() {
             log.push(view.generation, changed);
         }
-        self.current.store(Arc::new(view));
+        let generation = view.generation;
+        let view = Arc::new(view);
+        self.current.store(view.clone());
+        let keep = self.history_len.load(Ordering::Relaxed);
+        if keep > 0
+            && let Ok(mut history) = self.history.lock()
+        {
+            history.push_back(view);
+            while history.len() > keep {
+                history.pop_front();
+            }
+        }
         self.ready.send_replace(true);
+        self.published.send_replace(generation);
+    }
+
+    /// Keeps the last `snapshots` publications, to answer IXFR from ([`Store::history`]).
+    pub fn keep_history(&self, snapshots: usize) {
+        self.history_len.store(snapshots, Ordering::Relaxed);
+    }
+
+    /// The newest kept snapshot whose SOA serial is `serial`.
+    pub fn history(&self, serial: u32) -> Option<Arc<View>> {
+        let history = self.history.lock().ok()?;
+        history.iter().rev().find(|view| view.serial == serial).cloned()
+    }
+
+    /// Changes with every publication: the generation published last.
+    pub fn publications(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     pub fn is_ready(&self) -> bool {

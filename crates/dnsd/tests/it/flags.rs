@@ -10,7 +10,8 @@ use promsd_tests::{Etcd, Process, eventually, free_port, http_get};
 
 fn dnsd() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dnsd"));
-    command.env_remove("ETCDCTL_ENDPOINTS");
+    // A backtrace (RUST_BACKTRACE in the caller's environment) is not part of what a user sees.
+    command.env_remove("ETCDCTL_ENDPOINTS").env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
     command
 }
 
@@ -22,12 +23,33 @@ fn a_bad_flag_value_is_one_line_naming_it_and_exit_code_2() {
         ("--dns.listen-address", "[::1:53"),
         ("--min-lease-ttl", "5x"),
         ("--log.format", "text"),
+        ("--transfer.allow", "10.0.0.300/8"),
+        ("--transfer.notify", "knot.example.org:53"),
+        ("--transfer.ixfr-history", "many"),
     ] {
         let output = dnsd().args(["--zone", "prom.local", flag, value]).output().expect("run dnsd");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{flag} {value}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{flag} {value}: one line: {stderr}");
         assert!(stderr.starts_with("dnsd: ") && stderr.contains(flag) && stderr.contains(value), "{stderr}");
+    }
+}
+
+/// A key file that cannot be used stops dnsd at once with one line naming the file and the key.
+#[test]
+fn a_bad_tsig_key_file_is_one_line_naming_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("xfr.key");
+    std::fs::write(&file, "key \"xfr\" {\n  algorithm hmac-md5;\n  secret \"c2VjcmV0\";\n};\n").expect("write");
+    for (path, expected) in
+        [(file.clone(), "key \"xfr\": algorithm \"hmac-md5\""), (dir.path().join("none"), "cannot read")]
+    {
+        let output =
+            dnsd().args(["--zone", "prom.local", "--transfer.tsig-key-file"]).arg(&path).output().expect("run dnsd");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(&path.display().to_string()) && stderr.contains(expected), "{stderr}");
     }
 }
 

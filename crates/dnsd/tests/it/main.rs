@@ -14,4 +14,5 @@ mod robustness;
 mod server;
 mod signals;
 mod store;
+mod transfer;
 mod webconfig;
