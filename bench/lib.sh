@@ -32,22 +32,11 @@ bench_setup() {
 }
 
 bench_cleanup() {
-    local i
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_started
     [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 
-wait_for() { # what, command...
-    local what=$1 i
-    shift
-    for i in $(seq 1 3000); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.01
-    done
-    echo "timed out waiting for $what" >&2
-    exit 1
-}
+wait_for() { wait_until 30 "$WORK" "$@"; } # what, command...
 
 # A fresh etcd with its data in $WORK/etcd, or $WORK/etcd-$ETCD_NAME when that is set (one per size or run).
 # It never compacts by itself (the scale run compacts when it means to), and has room for millions of keys.

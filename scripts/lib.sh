@@ -74,10 +74,12 @@ give_back() {
     done
 }
 
-# What the demo and the tests run, as "what-to-look-for:package": a command on PATH, or a file (an absolute
-# path). protoc and the protobuf well-known types (libprotobuf-dev) are what etcd-client's build needs.
+# What building promsd needs, as "what-to-look-for:package": a command on PATH, or a file (an absolute path).
+# protoc and the protobuf well-known types (libprotobuf-dev) are what etcd-client's build needs.
+BUILD_PACKAGES=(cc:gcc protoc:protobuf-compiler /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev)
+# What the demo and the tests run, besides.
 PACKAGES=(
-    cc:gcc protoc:protobuf-compiler knotd:knot kdig:knot-dnsutils /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev
+    "${BUILD_PACKAGES[@]}" knotd:knot kdig:knot-dnsutils
     etcd:etcd-server etcdctl:etcd-client dig:bind9-dnsutils prometheus:prometheus
     prometheus-node-exporter:prometheus-node-exporter prometheus-exporter-exporter:prometheus-exporter-exporter
     curl:curl ip:iproute2 unshare:util-linux
@@ -207,6 +209,26 @@ contain() {
     run_contained "$@" || status=$?
     give_back
     exit "$status"
+}
+
+# Waits up to SECONDS for a command to succeed; else says what timed out, shows the last lines of the logs
+# in LOG_DIR and exits 1.
+wait_until() { # seconds, log dir, what, command...
+    local seconds=$1 logs=$2 what=$3
+    shift 3
+    within "$seconds" "$@" && return 0
+    echo "timed out waiting for $what; the logs' last lines (all of them are in $logs):" >&2
+    tail -n 5 "$logs"/*.log >&2 || true
+    exit 1
+}
+
+# Stops the processes in PIDS newest first, each waited for (exporters deregister while etcd is still up).
+stop_started() {
+    local i
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        kill "${PIDS[i]}" 2>/dev/null || true
+        wait "${PIDS[i]}" 2>/dev/null || true
+    done
 }
 
 # Whether a command succeeds within $1 seconds, tried every 0.1 s (its output discarded).

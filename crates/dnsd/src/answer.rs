@@ -453,6 +453,22 @@ impl<'a> Resolver<'a> {
         });
     }
 
+    /// Whether the answer to `rtype` at `lname` (a name without wildcard labels) can hold records owned by
+    /// `lname`: false only when it surely holds none, so a zone transfer asks only questions that add to it.
+    pub fn may_have(&self, lname: &str, rtype: RecordType) -> bool {
+        let apex = self.catalog.zone_for(lname).is_some_and(|z| z.name == lname);
+        let entries = self.view.lookup(&self.key(lname));
+        let any = |wanted: &dyn Fn(&Host, &Entry) -> bool| entries.iter().any(|e| wanted(&host_of(e), e));
+        match rtype {
+            RecordType::A => apex || any(&|h, _| matches!(h, Host::V4(_) | Host::Name(_))),
+            RecordType::AAAA => apex || any(&|h, _| matches!(h, Host::V6(_) | Host::Name(_))),
+            RecordType::TXT => any(&|h, e| !e.service.text.is_empty() || matches!(h, Host::Name(_))),
+            RecordType::MX => any(&|h, e| e.service.mail || matches!(h, Host::Mx { .. })),
+            RecordType::SRV => any(&|_, e| !e.service.host.is_empty()),
+            _ => true,
+        }
+    }
+
     /// Calls `each` with the SRV records of `lname` in order, each with the entry it comes from, until it
     /// breaks: what an SRV question answers, and what dnsd's http_sd lists, so both give Prometheus the same
     /// targets. Memory beyond the entries' list is a few words per record, so a zone of a million records

@@ -126,8 +126,8 @@ fn build(request: &Message, resolver: &Resolver<'_>) -> (Message, Reuse) {
         response.metadata.response_code = ResponseCode::NotImp;
         return (response, Reuse::default());
     }
-    // Zone transfers are refused until they are configured (an empty NOERROR is a protocol error to every
-    // transfer client).
+    // Zone transfers are over TCP, where net::tcp hands them to crate::transfer before they get here; over
+    // UDP (or here at all) they are refused: an empty NOERROR is a protocol error to every transfer client.
     if matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR) {
         response.metadata.response_code = ResponseCode::Refused;
         return (response, Reuse::default());
