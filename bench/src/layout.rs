@@ -59,18 +59,16 @@ impl Layout {
 
     /// The value the agent writes for module `svc{s}` of host `i`: two labels and how to scrape it.
     pub fn agent_value(s: usize, i: usize) -> String {
-        use std::collections::BTreeMap;
-
-        use promsd_common::Lenient;
+        use promsd_common::{Lenient, Pairs};
         let labels =
-            BTreeMap::from([("site".to_string(), format!("site{}", i % 4)), ("team".into(), format!("t{}", s % 10))]);
+            Pairs::from_iter([("site".to_string(), format!("site{}", i % 4)), ("team".into(), format!("t{}", s % 10))]);
         let service = Service {
             host: Self::host(s, i),
             port: PORT,
             labels: Lenient::Valid(labels),
             scheme: Lenient::Valid("http".into()),
             metrics_path: Lenient::Valid("/proxy".into()),
-            params: Lenient::Valid(BTreeMap::from([("module".to_string(), format!("svc{s:04}"))])),
+            params: Lenient::Valid(Pairs::from_iter([("module".to_string(), format!("svc{s:04}"))])),
             ..Service::default()
         };
         service.to_json()

@@ -282,7 +282,7 @@ fn optional_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Optio
 /// A `labels` map, its names checked as Prometheus checks them (the message names the line).
 fn labels<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
     let labels = BTreeMap::<String, String>::deserialize(deserializer)?;
-    promsd_common::labels::validate_labels(&labels).map_err(serde::de::Error::custom)?;
+    promsd_common::labels::validate_labels(labels.keys().map(String::as_str)).map_err(serde::de::Error::custom)?;
     Ok(labels)
 }
 

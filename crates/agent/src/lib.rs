@@ -18,7 +18,7 @@ pub mod proxy;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use promsd_common::{Lenient, Service};
+use promsd_common::{Lenient, Pairs, Service};
 use promsd_registration::keeper::RELEASE_TIMEOUT;
 use promsd_registration::{Identity, Keeper, Location, Registration, RegistrationError, Status, key_for};
 use thiserror::Error;
@@ -63,10 +63,10 @@ pub fn registrations(config: &AgentConfig, port: u16, scheme: &str) -> Result<Ve
                 host: address.clone(),
                 port: i64::from(port),
                 owner: promsd_registration::owner(),
-                labels: if labels.is_empty() { Lenient::Absent } else { Lenient::Valid(labels) },
+                labels: if labels.is_empty() { Lenient::Absent } else { Lenient::Valid(labels.into_iter().collect()) },
                 scheme: Lenient::Valid(scheme.to_string()),
                 metrics_path: Lenient::Valid("/proxy".to_string()),
-                params: Lenient::Valid(BTreeMap::from([("module".to_string(), module.clone())])),
+                params: Lenient::Valid(Pairs::from_iter([("module", module.as_str())])),
                 ..Service::default()
             };
             Ok(Registration { key, service })

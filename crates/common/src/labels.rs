@@ -77,6 +77,54 @@ impl<T: Serialize> Serialize for Lenient<T> {
     }
 }
 
+/// Names and values, sorted by name, each name once: a record's labels or params. Kept as one boxed slice,
+/// a few bytes beside its strings, since every record of a fleet may carry some (a map would cost more than
+/// the rest of the record).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pairs(Box<[(Box<str>, Box<str>)]>);
+
+impl Pairs {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.0.iter().map(|(n, v)| (&**n, &**v))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.binary_search_by(|(n, _)| (**n).cmp(name)).ok().map(|i| &*self.0[i].1)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.0.iter().map(|(n, _)| &**n)
+    }
+}
+
+/// From a map: sorted, each name once. Later pairs of one name replace earlier ones.
+impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Pairs {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(pairs: I) -> Self {
+        let map: BTreeMap<String, String> = pairs.into_iter().map(|(n, v)| (n.into(), v.into())).collect();
+        Self(map.into_iter().map(|(n, v)| (n.into_boxed_str(), v.into_boxed_str())).collect())
+    }
+}
+
+impl Serialize for Pairs {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Pairs {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(BTreeMap::<String, String>::deserialize(deserializer)?.into_iter().collect())
+    }
+}
+
 /// Label names as Prometheus 2 accepts them: `[a-zA-Z_][a-zA-Z0-9_]*`.
 pub fn is_label_name(name: &str) -> bool {
     let mut bytes = name.bytes();
@@ -102,8 +150,8 @@ pub fn parse_pair(text: &str) -> Result<(String, String), LabelError> {
     Ok((name.to_string(), value.to_string()))
 }
 
-/// Labels as a map, refusing bad names and names given twice.
-pub fn collect(pairs: impl IntoIterator<Item = (String, String)>) -> Result<BTreeMap<String, String>, LabelError> {
+/// Labels, refusing bad names and names given twice.
+pub fn collect(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Pairs, LabelError> {
     let mut labels = BTreeMap::new();
     for (name, value) in pairs {
         validate_label_name(&name)?;
@@ -112,12 +160,12 @@ pub fn collect(pairs: impl IntoIterator<Item = (String, String)>) -> Result<BTre
         }
         labels.insert(name, value);
     }
-    Ok(labels)
+    Ok(labels.into_iter().collect())
 }
 
-/// Every label of `labels` checked with [`validate_label_name`].
-pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), LabelError> {
-    labels.keys().try_for_each(|name| validate_label_name(name))
+/// Every name checked with [`validate_label_name`].
+pub fn validate_labels<'a>(mut names: impl Iterator<Item = &'a str>) -> Result<(), LabelError> {
+    names.try_for_each(validate_label_name)
 }
 
 /// A parameter name, which becomes the label `__param_<name>`.
@@ -161,9 +209,10 @@ mod tests {
     fn pairs_become_labels() {
         let pairs = ["env=prod", "team=db=x", "empty="].map(|p| parse_pair(p).expect("valid"));
         let labels = collect(pairs).expect("valid");
-        assert_eq!(labels["env"], "prod");
-        assert_eq!(labels["team"], "db=x", "only the first '=' separates");
-        assert_eq!(labels["empty"], "");
+        assert_eq!(labels.get("env"), Some("prod"));
+        assert_eq!(labels.get("team"), Some("db=x"), "only the first '=' separates");
+        assert_eq!(labels.get("empty"), Some(""));
+        assert_eq!(labels.names().collect::<Vec<_>>(), ["empty", "env", "team"]);
         assert_eq!(parse_pair("env"), Err(LabelError::NotAPair("env".into())));
         assert_eq!(parse_pair("__x=1"), Err(LabelError::Reserved("__x".into())));
         let twice = [("a", "1"), ("a", "2")].map(|(n, v)| (n.to_string(), v.to_string()));
@@ -175,12 +224,15 @@ mod tests {
         #[derive(Deserialize, Default)]
         #[serde(default)]
         struct Value {
-            labels: Lenient<BTreeMap<String, String>>,
+            labels: Lenient<Pairs>,
         }
         let parse = |json: &str| serde_json::from_str::<Value>(json).expect("parses").labels;
         assert_eq!(parse("{}"), Lenient::Absent);
         assert_eq!(parse(r#"{"labels":null}"#), Lenient::Absent);
-        assert_eq!(parse(r#"{"labels":{"a":"b"}}"#), Lenient::Valid(BTreeMap::from([("a".into(), "b".into())])));
+        assert_eq!(
+            parse(r#"{"labels":{"b":"2","a":"1"}}"#),
+            Lenient::Valid(Pairs::from_iter([("a", "1"), ("b", "2")]))
+        );
         for broken in [r#"{"labels":["a"]}"#, r#"{"labels":{"a":1}}"#, r#"{"labels":"a=b"}"#] {
             assert_eq!(parse(broken), Lenient::Invalid, "{broken}");
         }

@@ -12,6 +12,6 @@ pub mod name;
 pub mod record;
 
 pub use etcd::{EtcdArgs, EtcdError};
-pub use labels::{LabelError, Lenient};
+pub use labels::{LabelError, Lenient, Pairs};
 pub use name::{KeyPrefix, NameError};
 pub use record::{RecordError, Service};

@@ -1,11 +1,9 @@
 //! The SkyDNS value stored at each key, as CoreDNS's etcd plugin reads it (`msg.Service`).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::labels::{self, LabelError, Lenient};
+use crate::labels::{self, LabelError, Lenient, Pairs};
 
 #[derive(Debug, Error)]
 pub enum RecordError {
@@ -46,14 +44,14 @@ pub struct Service {
     /// promsd's own fields for Prometheus's http_sd ([`crate::labels`]): the target's labels, and how it is
     /// scraped. A wrong type makes the field invalid, never the record.
     #[serde(skip_serializing_if = "Lenient::is_absent_or_invalid")]
-    pub labels: Lenient<BTreeMap<String, String>>,
+    pub labels: Lenient<Pairs>,
     #[serde(skip_serializing_if = "Lenient::is_absent_or_invalid")]
     pub scheme: Lenient<String>,
     #[serde(skip_serializing_if = "Lenient::is_absent_or_invalid")]
     pub metrics_path: Lenient<String>,
     /// URL parameters of the scrape, one value each (`__param_<name>`).
     #[serde(skip_serializing_if = "Lenient::is_absent_or_invalid")]
-    pub params: Lenient<BTreeMap<String, String>>,
+    pub params: Lenient<Pairs>,
 }
 
 /// Makes `field` absent unless it holds a value that passes `validate`, noting why in `problems`.
@@ -102,8 +100,9 @@ impl Service {
     /// answers, without them.
     pub fn drop_invalid_prometheus_fields(&mut self) -> Vec<LabelError> {
         let mut problems = Vec::new();
-        keep_valid(&mut self.labels, LabelError::NotAMap, labels::validate_labels, &mut problems);
-        let params = |map: &BTreeMap<String, String>| map.keys().try_for_each(|n| labels::validate_param_name(n));
+        let names = |pairs: &Pairs| labels::validate_labels(pairs.names());
+        keep_valid(&mut self.labels, LabelError::NotAMap, names, &mut problems);
+        let params = |pairs: &Pairs| pairs.names().try_for_each(labels::validate_param_name);
         keep_valid(&mut self.params, LabelError::ParamsNotAMap, params, &mut problems);
         let path = |path: &String| labels::validate_metrics_path(path);
         keep_valid(&mut self.metrics_path, LabelError::NotAString("metrics_path"), path, &mut problems);

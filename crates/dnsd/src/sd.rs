@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use promsd_common::Service;
+use promsd_common::{Pairs, Service};
 use thiserror::Error;
 
 use crate::answer::{Resolver, SrvTarget};
@@ -139,9 +139,9 @@ fn group(out: &mut Vec<u8>, zone: &str, record: &str, srv: &SrvTarget<'_>) {
     if !service.text.is_empty() {
         labels.push(("__meta_promsd_text".into(), service.text.as_str().into()));
     }
-    for (name, value) in service.labels.get().into_iter().flatten() {
-        labels.push((format!("__meta_promsd_label_{name}").into(), value.as_str().into()));
-        labels.push((name.as_str().into(), value.as_str().into()));
+    for (name, value) in service.labels.get().into_iter().flat_map(Pairs::iter) {
+        labels.push((format!("__meta_promsd_label_{name}").into(), value.into()));
+        labels.push((name.into(), value.into()));
     }
     if let Some(scheme) = service.scheme.get() {
         labels.push(("__scheme__".into(), scheme.as_str().into()));
@@ -149,8 +149,8 @@ fn group(out: &mut Vec<u8>, zone: &str, record: &str, srv: &SrvTarget<'_>) {
     if let Some(path) = service.metrics_path.get() {
         labels.push(("__metrics_path__".into(), path.as_str().into()));
     }
-    for (name, value) in service.params.get().into_iter().flatten() {
-        labels.push((format!("__param_{name}").into(), value.as_str().into()));
+    for (name, value) in service.params.get().into_iter().flat_map(Pairs::iter) {
+        labels.push((format!("__param_{name}").into(), value.into()));
     }
     for (i, (name, value)) in labels.iter().enumerate() {
         if i > 0 {
