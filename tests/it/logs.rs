@@ -20,7 +20,8 @@ fn logs(etcd: &Etcd, extra: &[&str]) -> Vec<String> {
     agent.args(["--web.listen-address", "127.0.0.1:0"]);
     let agent = Process::spawn("agent", agent, &dir.path().join("agent.log"));
     dnsd.wait_for_log("serving DNS", std::time::Duration::from_secs(20));
-    agent.wait_for_log("registered", std::time::Duration::from_secs(20));
+    // Its start line says `registered=1` and its registration `registered`, in either order: both.
+    agent.wait_for_log_count("registered", 2, std::time::Duration::from_secs(20));
     vec![dnsd.log(), agent.log()]
 }
 
