@@ -350,24 +350,24 @@ fn difference(
             }
         }
     }
-    let records_in = |view: &View, name: &str| -> Vec<Record> {
+    // One resolver per snapshot, for every name compared.
+    let before_change = Resolver::new(catalog, old, leases, LeaseBounds::default());
+    let after_change = Resolver::new(catalog, new, leases, LeaseBounds::default());
+    let records_in = |resolver: &Resolver<'_>, view: &View, name: &str| -> Vec<Record> {
         let key = catalog.prefix.key_for_name(name);
         let wildcard = name.split('.').any(|l| l == "*" || l == "any");
         if wildcard || (name != zone.name && !view.exists(&key)) {
             return Vec::new();
         }
-        zone::records(&Resolver::new(catalog, view, leases, LeaseBounds::default()), zone, name)
+        zone::records(resolver, zone, name)
     };
     let (mut gone, mut came) = (Vec::new(), Vec::new());
     for name in &names {
-        let (before, after) = (records_in(old, name), records_in(new, name));
+        let (before, after) = (records_in(&before_change, old, name), records_in(&after_change, new, name));
         gone.extend(before.iter().filter(|r| !after.contains(r)).cloned());
         came.extend(after.iter().filter(|r| !before.contains(r)).cloned());
     }
-    let old_soa = {
-        let resolver = Resolver::new(catalog, old, leases, LeaseBounds::default());
-        self::soa(&resolver, zone)
-    };
+    let old_soa = self::soa(&before_change, zone);
     packer.push(soa.clone())?;
     packer.push(old_soa)?;
     for record in gone {
