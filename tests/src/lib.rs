@@ -128,11 +128,16 @@ impl HttpReply {
 
 /// A GET with extra request headers (`Name: value` lines); a chunked body is decoded.
 pub fn http_request(addr: std::net::SocketAddr, path: &str, headers: &[&str]) -> std::io::Result<HttpReply> {
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    http_raw(addr, format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n").as_bytes())
+}
+
+/// Sends `request` as it is (it should say `Connection: close`) and reads the reply to the end.
+pub fn http_raw(addr: std::net::SocketAddr, request: &[u8]) -> std::io::Result<HttpReply> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n")?;
+    stream.write_all(request)?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(response.len());
@@ -147,6 +152,18 @@ pub fn http_request(addr: std::net::SocketAddr, path: &str, headers: &[&str]) ->
     let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
     let body = if chunked { dechunk(raw) } else { raw.to_vec() };
     Ok(HttpReply { status, headers, body: String::from_utf8_lossy(&body).to_string() })
+}
+
+/// A POST of `body` to `path` with extra header lines.
+pub fn http_post(addr: std::net::SocketAddr, path: &str, headers: &[&str], body: &[u8]) -> std::io::Result<HttpReply> {
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n{extra}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    http_raw(addr, &request)
 }
 
 /// The body of a chunked transfer: each chunk's size line, then its bytes, until the empty chunk.

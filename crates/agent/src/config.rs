@@ -66,8 +66,35 @@ pub struct AgentConfig {
     /// Labels of every module's target in dnsd's http_sd (a module's own `labels` win).
     #[serde(default, deserialize_with = "labels")]
     pub labels: BTreeMap<String, String>,
+    /// Poll a gateway (promsd-gateway or a PushProx proxy) for scrapes; flags `--proxy-url`, `--proxy.*`
+    /// override these.
+    #[serde(default)]
+    pub gateway: GatewaySection,
     #[serde(default)]
     pub modules: BTreeMap<String, ModuleConfig>,
+}
+
+/// `gateway:` in the agent's file: where to poll, as whom, with which credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// `--proxy-url`: the gateway's URL, e.g. https://gateway.example.org:8080/
+    pub url: Option<String>,
+    /// `--proxy.fqdn`: the name this host polls as, and Prometheus scrapes it by [default: the host's FQDN]
+    pub fqdn: Option<String>,
+    /// `--proxy.token-id`
+    pub token_id: Option<String>,
+    /// `--proxy.token-secret-file`: a file holding the token's secret (a trailing newline is ignored)
+    pub token_secret_file: Option<PathBuf>,
+    /// Header names for the token [default: CF-Access-Client-Id, CF-Access-Client-Secret]
+    pub token_id_header: Option<String>,
+    pub token_secret_header: Option<String>,
+    /// `--proxy.cacert`, `--proxy.cert`, `--proxy.key`: TLS to an https gateway
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// The name the gateway's certificate is checked for [default: the URL's host]
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

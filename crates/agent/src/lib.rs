@@ -8,10 +8,12 @@
 //! - [`backend`]: http (per-module TLS client and connections), exec and file backends.
 //! - [`exposition`]: the check that a backend's output is what Prometheus accepts.
 //! - [`proxy`]: the HTTP endpoints, served by promsd's one web stack.
+//! - [`gateway`]: polling a gateway (promsd-gateway or PushProx) for scrapes, for hosts behind NAT.
 
 pub mod backend;
 pub mod config;
 pub mod exposition;
+pub mod gateway;
 pub mod module;
 pub mod proxy;
 
@@ -40,6 +42,11 @@ pub enum AgentError {
     /// etcd refused these credentials at start (wrong password, no permission for a module's key).
     #[error(transparent)]
     Refused(#[from] promsd_registration::StoreError),
+    #[error("{path}: {source}")]
+    Gateway { path: std::path::PathBuf, source: gateway::GatewayError },
+    /// Registering names the port Prometheus scrapes; an agent that only polls a gateway has none.
+    #[error("{0}: etcd and address are set, but the agent listens on no port to register (--web.listen-address)")]
+    NothingToRegister(std::path::PathBuf),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -115,6 +122,30 @@ fn keep(etcd: &promsd_common::EtcdArgs, registration: Registration, config: &Age
     Keeper::start(etcd.clone(), registration, config.lease_ttl, Arc::new(Status::default()))
 }
 
+fn tunnel(
+    source: &ConfigSource,
+    flags: &gateway::GatewayFlags,
+    config: &AgentConfig,
+    port: u16,
+) -> Result<(config::GatewaySection, Option<Arc<gateway::Tunnel>>), AgentError> {
+    let section = flags.over(&config.gateway);
+    let tunnel = gateway::Tunnel::new(&section, port)
+        .map_err(|error| AgentError::Gateway { path: source.path.clone(), source: error })?;
+    Ok((section, tunnel.map(Arc::new)))
+}
+
+/// Starts the poll loop of `tunnel`, stopped by cancelling the returned token (or `shutdown`).
+fn start_tunnel(
+    tunnel: Option<Arc<gateway::Tunnel>>,
+    proxy: &Arc<proxy::Proxy>,
+    shutdown: &CancellationToken,
+) -> Option<(CancellationToken, tokio::task::JoinHandle<()>)> {
+    let tunnel = tunnel?;
+    let stop = shutdown.child_token();
+    let task = tokio::spawn(gateway::run(tunnel, proxy.clone(), proxy.tunnel.clone(), stop.clone()));
+    Some((stop, task))
+}
+
 /// Serves and registers until `shutdown`, then deregisters. SIGHUP reads the configuration again: the new
 /// module set (with backends built from its settings) answers the next request, scrapes in flight finish
 /// with the old one, and the registrations follow it. A configuration that cannot be loaded keeps the
@@ -123,11 +154,19 @@ pub async fn run(
     source: ConfigSource,
     web: Option<Arc<promsd_web::WebSource>>,
     listeners: Vec<TcpListener>,
+    flags: gateway::GatewayFlags,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
     let loaded = source.load_modules()?;
-    let first = listeners.first().ok_or_else(|| std::io::Error::other("no address to listen on"))?;
-    let port = first.local_addr()?.port();
+    let port = match listeners.first() {
+        Some(first) => first.local_addr()?.port(),
+        None if loaded.config.registers() => return Err(AgentError::NothingToRegister(source.path.clone())),
+        None => gateway::DEFAULT_TARGET_PORT,
+    };
+    let (mut section, tunnel) = tunnel(&source, &flags, &loaded.config, port)?;
+    if tunnel.is_none() && listeners.is_empty() {
+        return Err(std::io::Error::other("no address to listen on and no gateway to poll").into());
+    }
     let mut etcd = loaded.config.etcd_args();
     let mut kept: BTreeMap<String, Keeper> = BTreeMap::new();
     let wanted = registrations(&loaded.config, port, scheme(web.as_deref()))?;
@@ -147,7 +186,9 @@ pub async fn run(
         loaded: arc_swap::ArcSwap::from_pointee(loaded),
         metrics: proxy::ProxyMetrics::default(),
         web: web_metrics.clone(),
+        tunnel: Arc::new(gateway::TunnelCounts::default()),
     });
+    let mut polling = start_tunnel(tunnel, &proxy, &shutdown);
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {
         let (web, proxy, metrics) = (web.clone(), proxy.clone(), web_metrics.clone());
@@ -170,6 +211,19 @@ pub async fn run(
                 continue;
             }
         };
+        // A changed gateway section starts a new poll loop; a broken one keeps the running loop.
+        match self::tunnel(&source, &flags, &loaded.config, port) {
+            Ok((new_section, new_tunnel)) if new_section != section => {
+                if let Some((stop, task)) = polling.take() {
+                    stop.cancel();
+                    let _ = task.await;
+                }
+                polling = start_tunnel(new_tunnel, &proxy, &shutdown);
+                section = new_section;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "cannot use the new gateway settings; keeping the running ones"),
+        }
         let new_etcd = loaded.config.etcd_args();
         if registers && !loaded.config.registers() {
             proxy_only(&source);
@@ -201,6 +255,9 @@ pub async fn run(
         promsd_notify::status(&format!("serving {} modules", kept.len()));
     }
     promsd_notify::stopping();
+    if let Some((_, task)) = polling {
+        let _ = task.await;
+    }
     servers.join_all().await;
     release_all(kept.into_values().collect()).await;
     Ok(())

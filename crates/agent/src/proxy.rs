@@ -3,15 +3,15 @@
 //! as exporter_exporter lists them), `/metrics` (its own). Only configured modules are reachable: the
 //! request never chooses a backend host, port, command or file.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::{ACCEPT, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
@@ -41,27 +41,13 @@ pub struct Proxy {
     pub loaded: arc_swap::ArcSwap<Loaded>,
     pub metrics: ProxyMetrics,
     pub web: Arc<promsd_web::WebMetrics>,
+    /// The gateway poll loop's counters (zero without a gateway).
+    pub tunnel: Arc<crate::gateway::TunnelCounts>,
 }
 
 impl promsd_web::Handler for Proxy {
     async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Reply {
-        if request.method() != Method::GET && request.method() != Method::HEAD {
-            return response::method_not_allowed();
-        }
-        let loaded = self.loaded.load_full();
-        if let Some(token) = &loaded.config.token {
-            let given = request.headers().get(token.header.as_str()).map(|v| v.as_bytes()).unwrap_or_default();
-            if !constant_time_eq(given, token.value.expose().as_bytes()) {
-                self.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
-                return text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
-            }
-        }
-        match request.uri().path() {
-            "/proxy" => self.scrape(&request, peer, &loaded).await,
-            "/metrics" => self.render_metrics(&request, &loaded),
-            "/" => index(&request, &loaded),
-            _ => response::not_found(),
-        }
+        self.answer(request.method(), request.uri(), request.headers(), Some(peer.ip())).await
     }
 }
 
@@ -75,8 +61,30 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Proxy {
-    async fn scrape(&self, request: &Request<Incoming>, peer: SocketAddr, loaded: &Loaded) -> Reply {
-        let query = request.uri().query().unwrap_or_default();
+    /// One request, from the agent's own port or through a gateway (`peer` none): only configured modules
+    /// are reachable, whichever way it came.
+    pub async fn answer(&self, method: &Method, uri: &Uri, headers: &HeaderMap, peer: Option<IpAddr>) -> Reply {
+        if method != Method::GET && method != Method::HEAD {
+            return response::method_not_allowed();
+        }
+        let loaded = self.loaded.load_full();
+        if let Some(token) = &loaded.config.token {
+            let given = headers.get(token.header.as_str()).map(|v| v.as_bytes()).unwrap_or_default();
+            if !constant_time_eq(given, token.value.expose().as_bytes()) {
+                self.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+                return text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+            }
+        }
+        match uri.path() {
+            "/proxy" => self.scrape(uri, headers, peer, &loaded).await,
+            "/metrics" => self.render_metrics(headers, &loaded),
+            "/" => index(headers, &loaded),
+            _ => response::not_found(),
+        }
+    }
+
+    async fn scrape(&self, uri: &Uri, headers: &HeaderMap, peer: Option<IpAddr>, loaded: &Loaded) -> Reply {
+        let query = uri.query().unwrap_or_default();
         // Decoded as exporter_exporter (Go's url.ParseQuery) decodes it; the first `module` names the module,
         // everything else goes to the backend.
         let mut modules = Vec::new();
@@ -97,19 +105,13 @@ impl Proxy {
         let Some(module) = loaded.modules.get(name) else {
             return text(StatusCode::NOT_FOUND, format!("unknown module [{}]\n\n", modules.join(" ")));
         };
-        let deadline = deadline(request, module.config.timeout);
+        let deadline = deadline(headers, module.config.timeout);
         self.metrics.scrapes.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         // For an exec module, each `args=` is one more argument after the configured ones, as
         // exporter_exporter passes them: whoever may scrape may choose them.
         let args: Vec<&str> = params.iter().filter(|(n, _)| n == "args").map(|(_, v)| v.as_str()).collect();
-        let forward = Forward {
-            params: &params,
-            args: &args,
-            headers: request.headers(),
-            peer: peer.ip(),
-            consumed: &loaded.consumed,
-        };
+        let forward = Forward { params: &params, args: &args, headers, peer, consumed: &loaded.consumed };
         match module.scrape(&forward, deadline).await {
             Ok(scrape) => {
                 let mut response = Response::new(promsd_web::response::full(scrape.body));
@@ -140,7 +142,7 @@ impl Proxy {
         }
     }
 
-    fn render_metrics(&self, request: &Request<Incoming>, loaded: &Loaded) -> Reply {
+    fn render_metrics(&self, headers: &HeaderMap, loaded: &Loaded) -> Reply {
         let m = &self.metrics;
         let counts = AgentCounts {
             scrapes: m.scrapes.load(Ordering::Relaxed),
@@ -149,8 +151,15 @@ impl Proxy {
             malformed: m.malformed.load(Ordering::Relaxed),
             unauthorized: m.unauthorized.load(Ordering::Relaxed),
             modules: loaded.modules.len(),
+            gateway: [
+                self.tunnel.polls.load(Ordering::Relaxed),
+                self.tunnel.poll_errors.load(Ordering::Relaxed),
+                self.tunnel.scrapes.load(Ordering::Relaxed),
+                self.tunnel.refused.load(Ordering::Relaxed),
+                self.tunnel.push_errors.load(Ordering::Relaxed),
+            ],
         };
-        promsd_web::metrics::reply(&agent_registry(counts, self.web.clone()), request.headers())
+        promsd_web::metrics::reply(&agent_registry(counts, self.web.clone()), headers)
     }
 }
 
@@ -163,6 +172,8 @@ struct AgentCounts {
     malformed: u64,
     unauthorized: u64,
     modules: usize,
+    /// Polls, poll errors, scrapes, refused scrapes, push errors of the gateway loop.
+    gateway: [u64; 5],
 }
 
 /// Everything the agent exports: its own metrics (names unchanged) and the web stack's
@@ -197,14 +208,29 @@ impl Collector for AgentCollector {
         )?;
         counter(e, "registrar_agent_unauthorized", "Requests refused for missing or wrong credentials.", unauthorized)?;
         gauge(e, "registrar_agent_modules", "Modules configured.", i64::try_from(c.modules).unwrap_or(i64::MAX))?;
+        let [polls, poll_errors, scrapes, refused, push_errors] = c.gateway;
+        counter(e, "registrar_agent_gateway_polls", "Polls of the gateway (--proxy-url) answered or failed.", polls)?;
+        counter(
+            e,
+            "registrar_agent_gateway_poll_errors",
+            "Polls of the gateway that failed or were refused.",
+            poll_errors,
+        )?;
+        counter(e, "registrar_agent_gateway_scrapes", "Scrape requests received from the gateway.", scrapes)?;
+        counter(
+            e,
+            "registrar_agent_gateway_scrapes_refused",
+            "Scrape requests from the gateway for no configured module or another host.",
+            refused,
+        )?;
+        counter(e, "registrar_agent_gateway_push_errors", "Scrape answers that could not be pushed.", push_errors)?;
         build_info(e, "registrar_agent")
     }
 }
 
 /// The module's timeout, shortened to Prometheus's scrape timeout (less a margin to answer in) when given.
-fn deadline(request: &Request<Incoming>, module_timeout: Option<Duration>) -> Duration {
-    let prometheus = request
-        .headers()
+fn deadline(headers: &HeaderMap, module_timeout: Option<Duration>) -> Duration {
+    let prometheus = headers
         .get("X-Prometheus-Scrape-Timeout-Seconds")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<f64>().ok())
@@ -222,8 +248,8 @@ fn deadline(request: &Request<Incoming>, module_timeout: Option<Duration>) -> Du
 /// `Accept: application/json` its JSON (Go's field names and values; a module's `File` for file modules).
 /// Header and environment values are not shown (they often carry credentials); nor are the agent's own
 /// settings (basic auth, `server_name`, the token).
-fn index(request: &Request<Incoming>, loaded: &Loaded) -> Reply {
-    if request.headers().get(ACCEPT).is_some_and(|v| v.as_bytes() == b"application/json") {
+fn index(headers: &HeaderMap, loaded: &Loaded) -> Reply {
+    if headers.get(ACCEPT).is_some_and(|v| v.as_bytes() == b"application/json") {
         let modules: serde_json::Map<String, serde_json::Value> =
             loaded.modules.iter().map(|(name, m)| (name.clone(), module_json(&m.config))).collect();
         return response::with_type(
@@ -313,7 +339,15 @@ mod tests {
         let web = Arc::new(promsd_web::WebMetrics::default());
         web.unauthorized.fetch_add(2, Ordering::Relaxed);
         web.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-        let counts = AgentCounts { scrapes: 5, errors: 3, timeouts: 2, malformed: 1, unauthorized: 1, modules: 4 };
+        let counts = AgentCounts {
+            scrapes: 5,
+            errors: 3,
+            timeouts: 2,
+            malformed: 1,
+            unauthorized: 1,
+            modules: 4,
+            gateway: [6, 1, 5, 1, 0],
+        };
         let text = encode(&agent_registry(counts, web.clone()), Format::Text).expect("encode");
         for line in [
             "registrar_agent_scrapes_total 5",
@@ -322,6 +356,8 @@ mod tests {
             "registrar_agent_malformed_content_total 1",
             "registrar_agent_unauthorized_total 3",
             "registrar_agent_modules 4",
+            "registrar_agent_gateway_polls_total 6",
+            "registrar_agent_gateway_scrapes_refused_total 1",
             "registrar_agent_web_unauthorized_total 2",
             "registrar_agent_web_tls_handshake_failures_total 1",
         ] {

@@ -66,7 +66,7 @@ pub fn labels() -> [(&'static str, &'static str); 4] {
 
 mod date;
 
-pub use date::{civil_from_days, promu_date};
+pub use date::{civil_from_days, days_from_civil, parse_rfc3339, promu_date};
 
 #[cfg(test)]
 mod tests {
@@ -78,6 +78,32 @@ mod tests {
         assert_eq!(promu_date(1_681_035_069), "20230409-10:11:09", "node_exporter 1.5.0's Debian build");
         assert_eq!(promu_date(951_782_400), "20000229-00:00:00");
         assert_eq!(promu_date(4_102_444_799), "20991231-23:59:59");
+    }
+
+    #[test]
+    fn reads_rfc3339_timestamps() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2023-04-09T10:11:09Z"), Some(1_681_035_069));
+        assert_eq!(parse_rfc3339("2023-04-09T12:11:09.123+02:00"), Some(1_681_035_069));
+        assert_eq!(parse_rfc3339("2023-04-09T09:11:09-01:00"), Some(1_681_035_069));
+        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400));
+        for days in [-1000, 0, 59, 365, 11_016, 50_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        for bad in [
+            "",
+            "2027-06-30",
+            "2027-06-30T00:00:00",
+            "2027-02-30T00:00:00Z",
+            "2027-13-01T00:00:00Z",
+            "2027-06-30T24:00:00Z",
+            "2027-06-30T00:00:00+0200",
+            "2027-06-30T00:00:00.Z",
+            "２０２７-06-30T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod listen;
 pub mod localhost;
 pub mod name;
 pub mod record;
+pub mod stamp;
 
 pub use etcd::{EtcdArgs, EtcdError};
 pub use labels::{LabelError, Lenient, Pairs};

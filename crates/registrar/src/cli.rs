@@ -45,8 +45,8 @@ pub struct AgentArgs {
     #[arg(long, alias = "config.file", value_name = "FILE")]
     pub config: std::path::PathBuf,
     /// Address the proxy listens on: IP:PORT, or :PORT for every address; repeatable, the first one's port is
-    /// the one registered
-    #[arg(long = "web.listen-address", default_value = "0.0.0.0:9998", value_name = "ADDR", value_parser = parse_listen_address)]
+    /// the one registered [default: 0.0.0.0:9998, or none with --proxy-url]
+    #[arg(long = "web.listen-address", value_name = "ADDR", value_parser = parse_listen_address)]
     pub web_listen_address: Vec<std::net::SocketAddr>,
     /// Directories with one module per file (NAME.yml is module NAME); repeatable
     #[arg(long = "config.dirs", value_name = "DIR")]
@@ -54,6 +54,56 @@ pub struct AgentArgs {
     /// TLS, client certificates and basic auth, in exporter-toolkit's web configuration format
     #[arg(long = "web.config.file", value_name = "FILE")]
     pub web_config_file: Option<std::path::PathBuf>,
+    /// Poll this gateway (promsd-gateway or a PushProx proxy) for scrapes, e.g. https://gw.example.org:8080/;
+    /// the agent then needs no inbound port. HTTPS_PROXY (HTTP_PROXY for http) and NO_PROXY apply
+    #[arg(help_heading = "Gateway", long = "proxy-url", value_name = "URL")]
+    pub proxy_url: Option<String>,
+    /// The name this host polls as and is scraped by [default: the host's FQDN]
+    #[arg(help_heading = "Gateway", long = "proxy.fqdn", value_name = "NAME")]
+    pub proxy_fqdn: Option<String>,
+    /// Service token id, sent in CF-Access-Client-Id
+    #[arg(help_heading = "Gateway", long = "proxy.token-id", value_name = "ID", requires = "proxy_token_secret_file")]
+    pub proxy_token_id: Option<String>,
+    /// File holding the token's secret, sent in CF-Access-Client-Secret
+    #[arg(
+        help_heading = "Gateway",
+        long = "proxy.token-secret-file",
+        value_name = "FILE",
+        requires = "proxy_token_id"
+    )]
+    pub proxy_token_secret_file: Option<std::path::PathBuf>,
+    /// CA certificates to verify an https gateway with [default: the system's]
+    #[arg(help_heading = "Gateway", long = "proxy.cacert", value_name = "FILE")]
+    pub proxy_cacert: Option<std::path::PathBuf>,
+    /// Client certificate for the gateway
+    #[arg(help_heading = "Gateway", long = "proxy.cert", value_name = "FILE", requires = "proxy_key")]
+    pub proxy_cert: Option<std::path::PathBuf>,
+    /// Key of the client certificate
+    #[arg(help_heading = "Gateway", long = "proxy.key", value_name = "FILE", requires = "proxy_cert")]
+    pub proxy_key: Option<std::path::PathBuf>,
+}
+
+impl AgentArgs {
+    pub fn gateway_flags(&self) -> promsd_agent::gateway::GatewayFlags {
+        promsd_agent::gateway::GatewayFlags {
+            url: self.proxy_url.clone(),
+            fqdn: self.proxy_fqdn.clone(),
+            token_id: self.proxy_token_id.clone(),
+            token_secret_file: self.proxy_token_secret_file.clone(),
+            cacert: self.proxy_cacert.clone(),
+            cert: self.proxy_cert.clone(),
+            key: self.proxy_key.clone(),
+        }
+    }
+
+    /// `--web.listen-address`, or its default when the agent does not poll a gateway instead. A gateway set
+    /// only in the file is known after it is read, so the caller passes it.
+    pub fn listen_addresses(&self, polls_a_gateway: bool) -> Vec<std::net::SocketAddr> {
+        if !self.web_listen_address.is_empty() || polls_a_gateway {
+            return self.web_listen_address.clone();
+        }
+        vec![std::net::SocketAddr::from(([0, 0, 0, 0], 9998))]
+    }
 }
 
 /// Where records live: `--base-path`, or `--path` plus `--zone`.

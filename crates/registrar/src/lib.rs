@@ -94,8 +94,10 @@ pub async fn execute(cli: Cli) -> Result<i32, Error> {
         Command::Agent(args) => {
             let source = promsd_agent::ConfigSource { path: args.config.clone(), dirs: args.config_dirs.clone() };
             let web = web_source(args.web_config_file.as_deref())?;
-            let listeners = listen(&args.web_listen_address)?;
-            promsd_agent::run(source, web, listeners, shutdown_on_signal()).await?;
+            let flags = args.gateway_flags();
+            let polls = flags.url.is_some() || source.load().is_ok_and(|c| c.gateway.url.is_some());
+            let listeners = listen(&args.listen_addresses(polls))?;
+            promsd_agent::run(source, web, listeners, flags, shutdown_on_signal()).await?;
             Ok(0)
         }
         Command::Run(args) => {

@@ -16,4 +16,5 @@ pub mod server;
 pub use config::{Web, WebConfigError};
 /// The prometheus-client [`metrics`] encodes with, for crates that build registries without depending on it.
 pub use prometheus_client;
-pub use server::{Body, Handler, Reply, WebMetrics, WebSource, serve};
+pub use promsd_accept::Limits;
+pub use server::{Body, Handler, Reply, WebMetrics, WebSource, serve, serve_with_limits};

@@ -88,6 +88,20 @@ pub fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u
     ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)
 }
 
+/// One counter with a sample per label set, e.g. `promsd_gateway_scrapes_total{result="timeout"}`.
+pub fn labelled_counters(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(&[(&str, &str)], u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
 /// One unlabelled counter with a fractional value (seconds), e.g. `process_cpu_seconds_total`.
 pub fn counter_f64(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> Result<(), std::fmt::Error> {
     ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -18,6 +18,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use promsd_accept::Limits;
+use promsd_common::stamp::{Stamp, stamp};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -59,15 +60,6 @@ impl std::fmt::Debug for WebSource {
     }
 }
 
-/// What tells that a file changed: modification time, size and inode.
-type Stamp = (SystemTime, u64, u64);
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len(), meta.ino()))
-}
-
 impl WebSource {
     /// Reads the file; an error here is fatal for the caller (the daemon does not start).
     pub fn load(path: &Path) -> Result<Self, WebConfigError> {
@@ -98,7 +90,18 @@ pub async fn serve<H: Handler>(
     metrics: Arc<WebMetrics>,
     shutdown: CancellationToken,
 ) {
-    let limits = Limits::default();
+    serve_with_limits(listener, web, handler, metrics, Limits::default(), shutdown).await;
+}
+
+/// [`serve`] with other connection limits (the gateway holds one connection per polling client).
+pub async fn serve_with_limits<H: Handler>(
+    listener: TcpListener,
+    web: Option<Arc<WebSource>>,
+    handler: Arc<H>,
+    metrics: Arc<WebMetrics>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
     promsd_accept::run("web", listener, limits, shutdown, move |stream, peer, shutdown| {
         connection(stream, peer, web.clone(), handler.clone(), metrics.clone(), shutdown)
     })

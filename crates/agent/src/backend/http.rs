@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -18,6 +17,7 @@ use rustls::pki_types::ServerName;
 use thiserror::Error;
 use tokio_rustls::TlsConnector;
 
+use super::idle::Idle;
 use super::tls::{self, TlsError};
 use super::{BackendError, Fetched, TEXT_FORMAT};
 use crate::config::HttpModule;
@@ -62,7 +62,9 @@ pub struct Forward<'a> {
     /// The `args` parameters, in order: an exec module's extra arguments.
     pub args: &'a [&'a str],
     pub headers: &'a HeaderMap,
-    pub peer: IpAddr,
+    /// The client's address, appended to `X-Forwarded-For`; none for a scrape through a gateway (which
+    /// appended Prometheus's address itself).
+    pub peer: Option<IpAddr>,
     /// Headers the agent consumes itself (its token) and so never passes on.
     pub consumed: &'a [HeaderName],
 }
@@ -79,7 +81,7 @@ pub struct HttpBackend {
     headers: Vec<(HeaderName, HeaderValue)>,
     host: HeaderValue,
     authorization: Option<HeaderValue>,
-    idle: Mutex<Vec<Sender>>,
+    idle: Idle<Empty<Bytes>>,
 }
 
 impl HttpBackend {
@@ -123,7 +125,7 @@ impl HttpBackend {
             own_params,
             headers,
             authorization,
-            idle: Mutex::new(Vec::new()),
+            idle: Idle::new(IDLE_PER_BACKEND),
         })
     }
 
@@ -179,8 +181,10 @@ impl HttpBackend {
             }
             headers.append(name, value.clone());
         }
-        forwarded_for.push(forward.peer.to_string());
-        if let Ok(value) = HeaderValue::from_str(&forwarded_for.join(", ")) {
+        forwarded_for.extend(forward.peer.map(|ip| ip.to_string()));
+        if !forwarded_for.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&forwarded_for.join(", "))
+        {
             headers.insert(HeaderName::from_static("x-forwarded-for"), value);
         }
         for (name, value) in &self.headers {
@@ -196,7 +200,7 @@ impl HttpBackend {
     pub async fn fetch(&self, forward: &Forward<'_>) -> Result<Fetched, BackendError> {
         let backend = || self.backend.clone();
         let request = self.request(forward).map_err(|source| BackendError::Build { backend: backend(), source })?;
-        let reused = self.pooled();
+        let reused = self.idle.take();
         let from_pool = reused.is_some();
         let mut sender = match reused {
             Some(mut sender) => match sender.ready().await {
@@ -231,29 +235,8 @@ impl HttpBackend {
             .await
             .map_err(|source| BackendError::Request { backend: backend(), source })?
             .to_bytes();
-        self.give_back(sender);
+        self.idle.give_back(sender);
         Ok(Fetched { content_type, content_encoding, body })
-    }
-
-    fn pooled(&self) -> Option<Sender> {
-        let mut idle = self.idle.lock().ok()?;
-        // Not `is_ready()`: right after a response the connection task may not have signalled readiness yet;
-        // the caller waits for it with `ready()`.
-        while let Some(sender) = idle.pop() {
-            if !sender.is_closed() {
-                return Some(sender);
-            }
-        }
-        None
-    }
-
-    fn give_back(&self, sender: Sender) {
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < IDLE_PER_BACKEND
-            && !sender.is_closed()
-        {
-            idle.push(sender);
-        }
     }
 
     async fn connect(&self) -> Result<Sender, BackendError> {

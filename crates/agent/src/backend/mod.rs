@@ -5,6 +5,7 @@
 pub mod exec;
 pub mod file;
 pub mod http;
+pub mod idle;
 pub mod tls;
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! TLS to an exporter that serves https itself (`scheme: https` in an http module). Each module builds its
 //! own client configuration from its own settings, once per load of the configuration.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -38,28 +38,48 @@ pub fn server_name(http: &HttpModule) -> Result<ServerName<'static>, TlsError> {
 }
 
 pub fn connector(http: &HttpModule) -> Result<TlsConnector, TlsError> {
+    client(&TlsFiles {
+        ca: http.tls_ca_file.as_deref(),
+        cert: http.tls_cert_file.as_deref(),
+        key: http.tls_key_file.as_deref(),
+        insecure_skip_verify: http.tls_insecure_skip_verify,
+    })
+}
+
+/// The TLS settings of one client: an https module's, or the gateway connection's.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsFiles<'a> {
+    /// Certificates to trust; required unless `insecure_skip_verify`.
+    pub ca: Option<&'a Path>,
+    pub cert: Option<&'a Path>,
+    pub key: Option<&'a Path>,
+    pub insecure_skip_verify: bool,
+}
+
+/// The one way the agent builds a TLS client.
+pub fn client(files: &TlsFiles<'_>) -> Result<TlsConnector, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Protocols)?;
-    let builder = if http.tls_insecure_skip_verify {
+    let builder = if files.insecure_skip_verify {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
     } else {
         let mut roots = RootCertStore::empty();
-        let path = http.tls_ca_file.as_ref().ok_or(TlsError::NoCaFile)?;
-        let pem = |source| TlsError::Pem { path: path.clone(), source };
+        let path = files.ca.ok_or(TlsError::NoCaFile)?;
+        let pem = |source| TlsError::Pem { path: path.to_path_buf(), source };
         for cert in CertificateDer::pem_file_iter(path).map_err(pem)? {
             roots.add(cert.map_err(pem)?).map_err(TlsError::CaCertificate)?;
         }
         builder.with_root_certificates(roots)
     };
-    let config = match (&http.tls_cert_file, &http.tls_key_file) {
+    let config = match (files.cert, files.key) {
         (Some(cert), Some(key)) => {
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
                 .and_then(|certs| certs.collect::<Result<_, _>>())
-                .map_err(|source| TlsError::Pem { path: cert.clone(), source })?;
-            let key =
-                PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem { path: key.clone(), source })?;
+                .map_err(|source| TlsError::Pem { path: cert.to_path_buf(), source })?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|source| TlsError::Pem { path: key.to_path_buf(), source })?;
             builder.with_client_auth_cert(chain, key).map_err(TlsError::ClientCertificate)?
         }
         _ => builder.with_no_client_auth(),

@@ -1,0 +1,126 @@
+//! promsd-gateway: where Prometheus and hosts it cannot reach meet. It speaks PushProx's protocol (clients
+//! poll out to it, Prometheus scrapes them through it with `proxy_url`), adds scoped, expiring service
+//! tokens, and lists its clients for http_sd.
+//!
+//! - [`cli`]: the flags, PushProx's names where they mean the same.
+//! - [`tokens`]: the token file (hashed secrets, expiry, scopes), read again when it changes.
+//! - [`coordinator`]: polls, scrapes and pushes matched up, with bounds on each.
+//! - [`handler`]: the HTTP endpoints on the one port.
+//! - [`discovery`]: known clients as http_sd target groups.
+//! - [`metrics`]: what `/metrics` exports.
+
+pub mod cli;
+pub mod coordinator;
+pub mod discovery;
+pub mod handler;
+pub mod metrics;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use cli::Cli;
+use coordinator::{Coordinator, Limits};
+use handler::{Gateway, Settings};
+use tokens::{TokenError, TokenSource};
+
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
+    #[error(transparent)]
+    WebConfig(#[from] promsd_web::WebConfigError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How often the token file's stamp is looked at and expired registrations and tokens are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Everything `run` needs, read and checked: a bad token or web config file fails here, before listening.
+pub struct Prepared {
+    gateway: Arc<Gateway>,
+    web: Option<Arc<promsd_web::WebSource>>,
+    limits: promsd_web::Limits,
+}
+
+pub fn prepare(cli: &Cli) -> Result<Prepared, GatewayError> {
+    let tokens = cli.token_file.as_deref().map(TokenSource::load).transpose()?.map(Arc::new);
+    let web = cli.web_config_file.as_deref().map(promsd_web::WebSource::load).transpose()?.map(Arc::new);
+    let coordinator = Arc::new(Coordinator::new(Limits {
+        registration: cli.registration_timeout,
+        hold: cli.registration_timeout,
+        max_clients: cli.registration_max_clients,
+        max_pending: cli.web_max_connections,
+    }));
+    let settings = Settings {
+        id_header: cli.token_id_header.clone(),
+        secret_header: cli.token_secret_header.clone(),
+        require_scrape_token: cli.scrape_require_token,
+        default_scrape_timeout: cli.scrape_default_timeout,
+        max_scrape_timeout: cli.scrape_max_timeout,
+        max_body: cli.web_max_body_size,
+    };
+    let gateway = Arc::new(Gateway {
+        coordinator,
+        tokens,
+        settings,
+        counts: handler::HandlerCounts::default(),
+        web: Arc::new(promsd_web::WebMetrics::default()),
+    });
+    let limits = promsd_web::Limits { max_connections: cli.web_max_connections, ..promsd_web::Limits::default() };
+    Ok(Prepared { gateway, web, limits })
+}
+
+impl Prepared {
+    pub fn tokens(&self) -> Option<usize> {
+        self.gateway.tokens.as_ref().map(|t| t.current().len())
+    }
+}
+
+/// Serves until `shutdown`. SIGHUP reads the token file again at once (it is also read when it changes).
+pub async fn run(prepared: Prepared, listener: TcpListener, shutdown: CancellationToken) -> Result<(), GatewayError> {
+    let Prepared { gateway, web, limits } = prepared;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let sweeper = tokio::spawn({
+        let (gateway, shutdown) = (gateway.clone(), shutdown.clone());
+        async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                let forced = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => false,
+                    _ = hup.recv() => true,
+                };
+                sweep(&gateway, forced);
+            }
+        }
+    });
+    promsd_notify::ready("serving");
+    let metrics = gateway.web.clone();
+    promsd_web::serve_with_limits(listener, web, gateway, metrics, limits, shutdown.clone()).await;
+    promsd_notify::stopping();
+    let _ = sweeper.await;
+    Ok(())
+}
+
+fn sweep(gateway: &Gateway, forced: bool) {
+    let tokens = gateway.tokens.as_ref().map(|source| {
+        match source.refresh(forced) {
+            Some(Ok(tokens)) => {
+                tracing::info!(file = %source.path().display(), tokens = tokens.len(), "token file read")
+            }
+            Some(Err(error)) => tracing::error!(%error, "cannot read the token file; keeping the tokens in force"),
+            None => {}
+        }
+        source.current()
+    });
+    let revoked = gateway.coordinator.sweep(tokens.as_deref(), SystemTime::now());
+    for client in revoked {
+        tracing::warn!(%client, "client dropped: its token was revoked, changed or has expired");
+    }
+}
