@@ -7,6 +7,7 @@ mod discovery;
 mod docs;
 mod http_sd;
 mod logs;
+mod nat;
 mod prometheus;
 mod security;
 mod stack;

@@ -57,6 +57,17 @@ impl Netns {
         command
     }
 
+    /// A veth pair between this namespace (`ours`, `CIDR` address) and `other` (`theirs`), both up. Made from
+    /// inside the namespaces: nothing appears in the host's.
+    pub fn link(&self, ours: (&str, &str), other: &Netns, theirs: (&str, &str)) {
+        let peer = other.pid().to_string();
+        self.run("ip", &["link", "add", ours.0, "type", "veth", "peer", "name", theirs.0, "netns", &peer]);
+        for (netns, (name, address)) in [(self, ours), (other, theirs)] {
+            netns.run("ip", &["addr", "add", address, "dev", name]);
+            netns.run("ip", &["link", "set", name, "up"]);
+        }
+    }
+
     /// Runs a command in the namespace and returns its stdout; panics when it fails.
     pub fn run(&self, program: &str, args: &[&str]) -> String {
         let output = self.command(program).args(args).output().expect("run in netns");

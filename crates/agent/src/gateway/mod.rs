@@ -223,7 +223,8 @@ pub async fn run(tunnel: Arc<Tunnel>, proxy: Arc<Proxy>, counts: Arc<TunnelCount
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
     let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_SCRAPES));
     let mut scrapes = tokio::task::JoinSet::new();
-    let mut failing = false;
+    // The failure last logged at warn: a new kind of failure is logged once, a repeat quietly.
+    let mut failing: Option<String> = None;
     loop {
         while scrapes.try_join_next().is_some() {}
         let header = HeaderValue::from_str(&announce(&proxy.loaded.load().config, tunnel.target_port).to_header()).ok();
@@ -241,7 +242,7 @@ pub async fn run(tunnel: Arc<Tunnel>, proxy: Arc<Proxy>, counts: Arc<TunnelCount
             Ok((StatusCode::OK, body)) => match ScrapeRequest::parse(&body) {
                 Ok(request) => {
                     backoff.reset();
-                    if std::mem::take(&mut failing) {
+                    if failing.take().is_some() {
                         tracing::info!(gateway = %tunnel.url, "polling the gateway again");
                     }
                     let permit = permits.clone().try_acquire_owned().ok();
@@ -268,9 +269,10 @@ pub async fn run(tunnel: Arc<Tunnel>, proxy: Arc<Proxy>, counts: Arc<TunnelCount
             Err(error) => format!("cannot poll the gateway: {error}"),
         };
         counts.poll_errors.fetch_add(1, Ordering::Relaxed);
-        // One line when polling starts failing, then quiet until it works again.
-        if !std::mem::replace(&mut failing, true) {
+        // One line when polling starts failing or fails differently, then quiet until it works again.
+        if failing.as_deref() != Some(failure.as_str()) {
             tracing::warn!(gateway = %tunnel.url, error = %failure, "polling fails; retrying with backoff");
+            failing = Some(failure);
         } else {
             tracing::debug!(gateway = %tunnel.url, error = %failure, "polling fails");
         }
