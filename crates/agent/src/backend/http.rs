@@ -17,10 +17,10 @@ use rustls::pki_types::ServerName;
 use thiserror::Error;
 use tokio_rustls::TlsConnector;
 
-use super::idle::Idle;
 use super::tls::{self, TlsError};
 use super::{BackendError, Fetched, TEXT_FORMAT};
 use crate::config::HttpModule;
+use promsd_client::Idle;
 
 /// Why no connection to the backend could be made.
 #[derive(Debug, Error)]

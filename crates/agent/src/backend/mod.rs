@@ -5,7 +5,6 @@
 pub mod exec;
 pub mod file;
 pub mod http;
-pub mod idle;
 pub mod tls;
 
 use std::time::Duration;

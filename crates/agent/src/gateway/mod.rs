@@ -3,8 +3,6 @@
 //! client it never fetches a URL the gateway names: a scrape reaches only a configured module (PushProx
 //! issue 44). Scrapes run concurrently; a failed poll is retried with the shared backoff.
 
-pub mod client;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,11 +17,11 @@ use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::tls::{self, TlsError, TlsFiles};
 use crate::config::{AgentConfig, GatewaySection, Method};
 use crate::module::Loaded;
 use crate::proxy::Proxy;
-use client::{GatewayClient, UrlError};
+use promsd_client::tls::{self, TlsError, TlsFiles};
+use promsd_client::{Client, UrlError};
 
 /// Cloudflare Access's service-token headers, as promsd-gateway expects them by default.
 pub const DEFAULT_ID_HEADER: &str = "CF-Access-Client-Id";
@@ -89,7 +87,7 @@ impl GatewayFlags {
 pub struct Tunnel {
     pub url: String,
     pub fqdn: String,
-    client: GatewayClient,
+    client: Client,
     /// The port of this agent's targets as the gateway lists them.
     target_port: u16,
 }
@@ -111,7 +109,7 @@ impl Tunnel {
             }
             return Ok(None);
         };
-        let (https, host, port, base_path) = client::parse_gateway_url(url)?;
+        let (https, host, port, base_path) = promsd_client::parse_url(url)?;
         let tls = if https {
             // Without a CA of its own, the system's (Debian's ca-certificates).
             let system = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
@@ -125,9 +123,7 @@ impl Tunnel {
                 return Err(GatewayError::Setting("the client certificate and key go together".into()));
             }
             let name = section.server_name.clone().unwrap_or_else(|| host.clone());
-            let server_name = rustls::pki_types::ServerName::try_from(name.clone())
-                .map_err(|source| TlsError::ServerName { name, source })?;
-            Some((tls::client(&files)?, server_name))
+            Some((tls::client(&files)?, tls::server_name(name)?))
         } else {
             if section.tls_ca_file.is_some() || section.tls_cert_file.is_some() {
                 return Err(GatewayError::Setting(format!("TLS files are set but {url} is not https")));
@@ -135,7 +131,7 @@ impl Tunnel {
             None
         };
         let headers = credentials(section)?;
-        let via = client::proxy_from_env(https, &host, |name| std::env::var(name).ok())?;
+        let via = promsd_client::proxy_from_env(https, &host, |name| std::env::var(name).ok())?;
         if let Some(proxy) = &via {
             tracing::info!(proxy = %format!("{}:{}", proxy.host, proxy.port), "reaching the gateway through a forward proxy");
         }
@@ -145,7 +141,7 @@ impl Tunnel {
         };
         let fqdn = fqdn.trim_end_matches('.').to_ascii_lowercase();
         promsd_common::name::validate_name("proxy.fqdn", &fqdn).map_err(|e| GatewayError::Setting(e.to_string()))?;
-        let client = GatewayClient::new(host, port, base_path, tls, via, headers);
+        let client = Client::new(host, port, base_path, tls, via, headers);
         Ok(Some(Self { url: url.clone(), fqdn, client, target_port }))
     }
 }

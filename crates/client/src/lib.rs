@@ -1,6 +1,10 @@
-//! The agent's HTTP client to its gateway (promsd-gateway or a PushProx proxy): TLS with the configured CA
-//! and client certificate, TCP keep-alive so a NAT does not forget a held poll, and an HTTP forward proxy
-//! when `HTTPS_PROXY` (or for an http gateway `HTTP_PROXY`) says so and `NO_PROXY` does not exempt it.
+//! promsd's one HTTP/1 client to a configured server (the agent's gateway, the gateway's remote_write
+//! upstream): TLS with the configured CA and client certificate ([`tls`]), idle keep-alive connections
+//! ([`idle`]), TCP keep-alive so a NAT does not forget a held request, and an HTTP forward proxy when
+//! `HTTPS_PROXY` (for an http server `HTTP_PROXY`) says so and `NO_PROXY` does not exempt it.
+
+pub mod idle;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -15,9 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::backend::idle::Idle;
+pub use idle::Idle;
 
-/// Largest answer read from the gateway (a poll's answer is one scrape request).
+/// Largest answer read (a poll's answer is one scrape request; a remote_write answer a line).
 const MAX_ANSWER: usize = 1 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept for pushes.
@@ -39,16 +43,16 @@ pub enum ClientError {
     Answer,
 }
 
-/// Why the gateway settings cannot be used; found at start, not retried.
+/// Why a server's settings cannot be used; found at start, not retried.
 #[derive(Debug, Error)]
 pub enum UrlError {
     #[error("{url:?} is not an http:// or https:// URL with a host")]
-    Gateway { url: String },
+    Server { url: String },
     #[error("{var}={value:?}: {reason}")]
     Proxy { var: &'static str, value: String, reason: &'static str },
 }
 
-/// An HTTP forward proxy on the way to the gateway.
+/// An HTTP forward proxy on the way to the server.
 #[derive(Debug, Clone)]
 pub struct ForwardProxy {
     pub host: String,
@@ -59,10 +63,11 @@ pub struct ForwardProxy {
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-pub struct GatewayClient {
+pub struct Client {
     host: String,
     port: u16,
-    /// The URL's path, ending in `/`: `poll` and `push` are resolved below it, as PushProx's client does.
+    /// The URL's path: requests go to it, or to a path below it (`poll` and `push` of a gateway, as
+    /// PushProx's client resolves them).
     base_path: String,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     via: Option<ForwardProxy>,
@@ -71,9 +76,9 @@ pub struct GatewayClient {
     idle: Idle<Full<Bytes>>,
 }
 
-/// The gateway URL's parts: https or not, host, port, path.
-pub fn parse_gateway_url(url: &str) -> Result<(bool, String, u16, String), UrlError> {
-    let bad = || UrlError::Gateway { url: url.to_string() };
+/// A server URL's parts: https or not, host, port, path.
+pub fn parse_url(url: &str) -> Result<(bool, String, u16, String), UrlError> {
+    let bad = || UrlError::Server { url: url.to_string() };
     let uri: Uri = url.parse().map_err(|_| bad())?;
     let https = match uri.scheme_str() {
         Some("https") => true,
@@ -83,11 +88,10 @@ pub fn parse_gateway_url(url: &str) -> Result<(bool, String, u16, String), UrlEr
     let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(bad)?;
     let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let path = format!("{}/", uri.path().trim_end_matches('/'));
-    Ok((https, host, port, path))
+    Ok((https, host, port, uri.path().to_string()))
 }
 
-/// The forward proxy the environment names for this gateway, as Go's `ProxyFromEnvironment` reads it.
+/// The forward proxy the environment names for this server, as Go's `ProxyFromEnvironment` reads it.
 pub fn proxy_from_env(
     https: bool,
     host: &str,
@@ -155,7 +159,15 @@ fn exempt(no_proxy: &str, host: &str) -> bool {
     )
 }
 
-impl GatewayClient {
+/// A server's answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Client {
     pub fn new(
         host: String,
         port: u16,
@@ -167,26 +179,49 @@ impl GatewayClient {
         Self { host, port, base_path, tls, via, headers, idle: Idle::new(IDLE) }
     }
 
-    /// `POST <gateway>/<path>` with `body`; the status and body of the answer.
+    /// `POST <url>/<path>` with `body`; the status and body of the answer.
     pub async fn post(
         &self,
         path: &str,
         body: Bytes,
         extra: Option<(HeaderName, HeaderValue)>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let target = format!("{}{path}", self.base_path);
+        let mut headers = hyper::HeaderMap::new();
+        if let Some((name, value)) = extra {
+            headers.insert(name, value);
+        }
+        let answer = self.request(Method::POST, path, &headers, body).await?;
+        Ok((answer.status, answer.body))
+    }
+
+    /// A request to the URL's path (`path` empty) or below it, with `headers` besides the client's own.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        extra: &hyper::HeaderMap,
+        body: Bytes,
+    ) -> Result<Answer, ClientError> {
+        let target = match path {
+            "" if self.base_path.is_empty() => "/".to_string(),
+            "" => self.base_path.clone(),
+            _ => format!("{}/{path}", self.base_path.trim_end_matches('/')),
+        };
         // Through a forward proxy without TLS, the request names the gateway in absolute form.
         let uri = match (&self.via, &self.tls) {
             (Some(_), None) => format!("http://{}{target}", self.authority()),
             _ => target,
         };
         let request = || -> Result<Request<Full<Bytes>>, ClientError> {
-            let mut request = Request::builder().method(Method::POST).uri(&uri).body(Full::new(body.clone()))?;
+            let mut request = Request::builder().method(method.clone()).uri(&uri).body(Full::new(body.clone()))?;
             let headers = request.headers_mut();
             if let Ok(host) = HeaderValue::from_str(&self.authority()) {
                 headers.insert(header::HOST, host);
             }
-            for (name, value) in self.headers.iter().chain(extra.as_ref()) {
+            for (name, value) in extra {
+                headers.append(name, value.clone());
+            }
+            for (name, value) in &self.headers {
                 headers.insert(name, value.clone());
             }
             if let (Some(proxy), None) = (&self.via, &self.tls)
@@ -217,11 +252,10 @@ impl GatewayClient {
             }
         };
         let (sender, response) = response;
-        let status = response.status();
-        let body =
-            Limited::new(response.into_body(), MAX_ANSWER).collect().await.map_err(|_| ClientError::Answer)?.to_bytes();
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, MAX_ANSWER).collect().await.map_err(|_| ClientError::Answer)?.to_bytes();
         self.idle.give_back(sender);
-        Ok((status, body))
+        Ok(Answer { status: parts.status, headers: parts.headers, body })
     }
 
     fn authority(&self) -> String {
@@ -311,18 +345,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gateway_urls() {
+    fn server_urls() {
         assert_eq!(
-            parse_gateway_url("https://gw.example.org:8443/pushprox").expect("url"),
-            (true, "gw.example.org".into(), 8443, "/pushprox/".into())
+            parse_url("https://gw.example.org:8443/pushprox").expect("url"),
+            (true, "gw.example.org".into(), 8443, "/pushprox".into())
         );
         assert_eq!(
-            parse_gateway_url("http://10.0.0.1:8080/").expect("url"),
+            parse_url("http://10.0.0.1:8080/").expect("url"),
             (false, "10.0.0.1".into(), 8080, "/".into())
         );
-        assert_eq!(parse_gateway_url("http://[::1]").expect("url"), (false, "::1".into(), 80, "/".into()));
+        assert_eq!(parse_url("http://[::1]").expect("url"), (false, "::1".into(), 80, "/".into()));
         for bad in ["gw:8080", "ftp://gw/", "http:///x", ""] {
-            assert!(parse_gateway_url(bad).is_err(), "{bad}");
+            assert!(parse_url(bad).is_err(), "{bad}");
         }
     }
 
