@@ -9,6 +9,7 @@ mod http_sd;
 mod logs;
 mod nat;
 mod prometheus;
+mod remote_write;
 mod security;
 mod stack;
 mod systemd;

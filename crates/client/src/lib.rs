@@ -350,10 +350,7 @@ mod tests {
             parse_url("https://gw.example.org:8443/pushprox").expect("url"),
             (true, "gw.example.org".into(), 8443, "/pushprox".into())
         );
-        assert_eq!(
-            parse_url("http://10.0.0.1:8080/").expect("url"),
-            (false, "10.0.0.1".into(), 8080, "/".into())
-        );
+        assert_eq!(parse_url("http://10.0.0.1:8080/").expect("url"), (false, "10.0.0.1".into(), 8080, "/".into()));
         assert_eq!(parse_url("http://[::1]").expect("url"), (false, "::1".into(), 80, "/".into()));
         for bad in ["gw:8080", "ftp://gw/", "http:///x", ""] {
             assert!(parse_url(bad).is_err(), "{bad}");

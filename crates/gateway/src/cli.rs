@@ -56,6 +56,19 @@ pub struct Cli {
     /// Clients registered at once, at most
     #[arg(help_heading = "Clients", long = "registration.max-clients", default_value_t = 10_000, value_name = "N")]
     pub registration_max_clients: usize,
+    /// Forward remote_write requests (`POST /api/v1/write`) to this URL, e.g. a central Prometheus's
+    /// http://prometheus:9090/api/v1/write (started with --web.enable-remote-write-receiver)
+    #[arg(help_heading = "remote_write", long = "remote-write.upstream", value_name = "URL")]
+    pub remote_write_upstream: Option<String>,
+    /// The label each written series must carry with its token's tenant: added where missing, and a write
+    /// with another value is refused (403)
+    #[arg(
+        help_heading = "remote_write",
+        long = "remote-write.tenant-label",
+        default_value = "tenant",
+        value_name = "NAME"
+    )]
+    pub remote_write_tenant_label: String,
     /// Only log messages with the given severity or above: debug, info, warn, error
     #[arg(help_heading = "Logging", long = "log.level", default_value = "info", value_name = "LEVEL")]
     pub log_level: tracing::Level,

@@ -59,6 +59,8 @@ pub struct HandlerCounts {
 pub struct Gateway {
     pub coordinator: Arc<Coordinator>,
     pub tokens: Option<Arc<TokenSource>>,
+    /// `--remote-write.upstream`; without it `/api/v1/write` is 404.
+    pub remote_write: Option<crate::remote_write::RemoteWrite>,
     pub settings: Settings,
     pub counts: HandlerCounts,
     pub web: Arc<promsd_web::WebMetrics>,
@@ -79,6 +81,7 @@ impl promsd_web::Handler for Gateway {
         match (request.method(), request.uri().path()) {
             (&Method::POST, "/poll") => self.poll(request).await,
             (&Method::POST, "/push") => self.push(request).await,
+            (&Method::POST, "/api/v1/write") if self.remote_write.is_some() => self.write(request).await,
             (&Method::GET | &Method::HEAD, "/clients") => self.clients(&request),
             (&Method::GET | &Method::HEAD, "/metrics") => crate::metrics::reply(self, request.headers()),
             (&Method::GET | &Method::HEAD, "/-/healthy") => text(StatusCode::OK, "Healthy\n"),
@@ -100,7 +103,7 @@ const INDEX: &str = "<html><head><title>promsd-gateway</title></head><body><h1>p
 impl Gateway {
     /// The token of a request, when the gateway has a token file: the id and secret headers, or HTTP basic
     /// credentials `id:secret` in `Proxy-Authorization` (Prometheus's `proxy_url: http://id:secret@...`) or,
-    /// for `/clients`, in `Authorization` (http_sd's `basic_auth`).
+    /// for `/clients` and remote_write, in `Authorization` (`basic_auth`).
     fn access(&self, headers: &HeaderMap, basic_from: &[HeaderName]) -> Result<Access, Refusal> {
         let Some(source) = &self.tokens else { return Ok(Access::Open) };
         let tokens = source.current();
@@ -206,6 +209,35 @@ impl Gateway {
             Err(error @ PushError::UnknownId(_)) => text(StatusCode::NOT_FOUND, format!("{error}\n")),
             Err(error @ PushError::Forbidden(_)) => self.forbidden(error.to_string()),
         }
+    }
+
+    /// remote_write: a token with a tenant (when there is a token file), then the write forwarded.
+    async fn write(&self, request: Request<Incoming>) -> Reply {
+        let Some(remote_write) = &self.remote_write else { return response::not_found() };
+        // Also `basic_auth` (id as user, secret as password): Debian's Prometheus 2.42 does not send
+        // `remote_write.headers`.
+        let access = match self.access(request.headers(), &[header::AUTHORIZATION]) {
+            Ok(access) => access,
+            Err(refusal) => return Self::unauthorized(refusal, false),
+        };
+        let tenant = match &access {
+            Access::Open => None,
+            Access::Token(token) => match &token.tenant {
+                Some(tenant) => Some(tenant.clone()),
+                None => return self.forbidden(format!("token {} has no tenant to write for", token.id)),
+            },
+        };
+        let (parts, body) = match self.body(request).await {
+            Ok(read) => read,
+            Err(reply) => return reply,
+        };
+        let outcome = remote_write.write(&parts.headers, &body, tenant.as_deref()).await;
+        if outcome.status == StatusCode::FORBIDDEN {
+            self.counts.forbidden.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut reply = text(outcome.status, outcome.body);
+        reply.headers_mut().extend(outcome.headers);
+        reply
     }
 
     /// A scrape through `proxy_url`: routed by the URL's host name to the client of that name.

@@ -7,6 +7,7 @@
 //! - [`coordinator`]: polls, scrapes and pushes matched up, with bounds on each.
 //! - [`handler`]: the HTTP endpoints on the one port.
 //! - [`discovery`]: known clients as http_sd target groups.
+//! - [`remote_write`]: `/api/v1/write` forwarded upstream with each token's tenant label enforced.
 //! - [`metrics`]: what `/metrics` exports.
 
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod coordinator;
 pub mod discovery;
 pub mod handler;
 pub mod metrics;
+pub mod remote_write;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -34,6 +36,12 @@ pub enum GatewayError {
     Tokens(#[from] TokenError),
     #[error(transparent)]
     WebConfig(#[from] promsd_web::WebConfigError),
+    #[error("--remote-write.upstream: {0}")]
+    Upstream(#[from] promsd_client::UrlError),
+    #[error("--remote-write.upstream: {0}")]
+    UpstreamTls(#[from] promsd_client::tls::TlsError),
+    #[error("--remote-write.tenant-label {0:?} is not a label name Prometheus accepts")]
+    TenantLabel(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -65,15 +73,46 @@ pub fn prepare(cli: &Cli) -> Result<Prepared, GatewayError> {
         max_scrape_timeout: cli.scrape_max_timeout,
         max_body: cli.web_max_body_size,
     };
+    let remote_write = cli.remote_write_upstream.as_deref().map(|url| upstream(cli, url)).transpose()?;
     let gateway = Arc::new(Gateway {
         coordinator,
         tokens,
+        remote_write,
         settings,
         counts: handler::HandlerCounts::default(),
         web: Arc::new(promsd_web::WebMetrics::default()),
     });
     let limits = promsd_web::Limits { max_connections: cli.web_max_connections, ..promsd_web::Limits::default() };
     Ok(Prepared { gateway, web, limits })
+}
+
+/// The remote_write upstream's client: https with the system's CAs, through a forward proxy if the
+/// environment names one.
+fn upstream(cli: &Cli, url: &str) -> Result<remote_write::RemoteWrite, GatewayError> {
+    let label = &cli.remote_write_tenant_label;
+    if !promsd_common::labels::is_label_name(label) || label.starts_with("__") {
+        return Err(GatewayError::TenantLabel(label.clone()));
+    }
+    let (https, host, port, path) = promsd_client::parse_url(url)?;
+    let tls = if https {
+        let files = promsd_client::tls::TlsFiles {
+            ca: Some(std::path::Path::new("/etc/ssl/certs/ca-certificates.crt")),
+            cert: None,
+            key: None,
+            insecure_skip_verify: false,
+        };
+        Some((promsd_client::tls::client(&files)?, promsd_client::tls::server_name(host.clone())?))
+    } else {
+        None
+    };
+    let via = promsd_client::proxy_from_env(https, &host, |name| std::env::var(name).ok())?;
+    Ok(remote_write::RemoteWrite {
+        upstream: promsd_client::Client::new(host, port, path, tls, via, Vec::new()),
+        url: url.to_string(),
+        tenant_label: label.clone(),
+        max_decoded: cli.web_max_body_size.saturating_mul(8),
+        counts: remote_write::WriteCounts::default(),
+    })
 }
 
 impl Prepared {

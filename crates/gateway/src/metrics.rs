@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub bad_requests: u64,
     pub too_large: u64,
     pub tokens: Option<usize>,
+    /// Forwarded, series, rejected, upstream errors, upstream unreachable: with --remote-write.upstream.
+    pub writes: Option<[u64; 5]>,
 }
 
 pub fn snapshot(gateway: &Gateway) -> Snapshot {
@@ -53,6 +55,10 @@ pub fn snapshot(gateway: &Gateway) -> Snapshot {
         bad_requests: load(&h.bad_requests),
         too_large: load(&h.too_large),
         tokens: gateway.tokens.as_ref().map(|t| t.current().len()),
+        writes: gateway.remote_write.as_ref().map(|w| {
+            let c = &w.counts;
+            [load(&c.forwarded), load(&c.series), load(&c.rejected), load(&c.upstream_errors), load(&c.unreachable)]
+        }),
     }
 }
 
@@ -130,6 +136,21 @@ impl Collector for GatewayCollector {
         if let Some(tokens) = s.tokens {
             gauge(e, "promsd_gateway_tokens", "Tokens in the token file in force.", count(tokens))?;
         }
+        if let Some([forwarded, series, rejected, upstream_errors, unreachable]) = s.writes {
+            labelled_counters(
+                e,
+                "promsd_gateway_remote_writes",
+                "remote_write requests, by result: forwarded, rejected (a bad body or another tenant's series), \
+                 upstream_error (the upstream's non-2xx), unreachable (no answer from the upstream).",
+                &[
+                    (&[("result", "forwarded")], forwarded),
+                    (&[("result", "rejected")], rejected),
+                    (&[("result", "upstream_error")], upstream_errors),
+                    (&[("result", "unreachable")], unreachable),
+                ],
+            )?;
+            counter(e, "promsd_gateway_remote_write_series", "Series checked for their tenant and forwarded.", series)?;
+        }
         build_info(e, "promsd_gateway")
     }
 }
@@ -141,8 +162,14 @@ mod tests {
 
     #[test]
     fn metrics_pass_promtool() {
-        let snapshot =
-            Snapshot { clients: 3, pushes: 7, refusals: [1, 2, 3, 4], tokens: Some(2), ..Snapshot::default() };
+        let snapshot = Snapshot {
+            clients: 3,
+            pushes: 7,
+            refusals: [1, 2, 3, 4],
+            tokens: Some(2),
+            writes: Some([5, 50, 1, 0, 2]),
+            ..Snapshot::default()
+        };
         let text =
             encode(&registry(snapshot, Arc::new(promsd_web::WebMetrics::default())), Format::Text).expect("encode");
         for line in [
@@ -150,6 +177,7 @@ mod tests {
             "promsd_gateway_scrapes_total{result=\"answered\"} 7",
             "promsd_gateway_token_refusals_total{reason=\"wrong_secret\"} 3",
             "promsd_gateway_tokens 2",
+            "promsd_gateway_remote_writes_total{result=\"unreachable\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }

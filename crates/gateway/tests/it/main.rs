@@ -2,6 +2,7 @@
 //! side spoken over real sockets (the end-to-end tests run the agent and Prometheus).
 
 mod pushprox;
+mod remote_write;
 mod tokens;
 
 use std::net::SocketAddr;

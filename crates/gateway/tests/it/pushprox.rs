@@ -108,6 +108,9 @@ fn bad_input_gets_a_clear_4xx_and_affects_nothing_else() {
     let mut stalled = std::net::TcpStream::connect(gateway.addr).expect("connect");
     std::io::Write::write_all(&mut stalled, b"POST /poll HTTP/1.1\r\nHost: x\r\nContent-Le").expect("half a request");
     let poll = gateway.poll_in_background(FQDN, &[]);
+    eventually("the client to be listed", Duration::from_secs(10), || {
+        (gateway.clients()[0]["targets"][0] == FQDN).then_some(())
+    });
     let scrape = gateway.scrape_in_background(&format!("http://{FQDN}:9100/metrics"), &[]);
     let polled = poll.join().expect("poll");
     gateway.push(&polled.body, 200, "up 1\n", &[]);
