@@ -27,8 +27,8 @@ fn usage() -> ! {
     std::process::exit(2)
 }
 
-fn commands() -> [clap::Command; 2] {
-    [dnsd::Cli::command(), registrar::cli::Cli::command()]
+fn commands() -> [clap::Command; 3] {
+    [dnsd::Cli::command(), registrar::cli::Cli::command(), promsd_gateway::Cli::command()]
 }
 
 /// One page per command and one per subcommand, named as git names its pages (`registrar-agent.1`).
@@ -64,6 +64,15 @@ fn extra_sections(name: &str) -> String {
              .TP\n/lib/systemd/system/dnsd.service\n\
              The unit: runs as user promsd; systemctl reload sends SIGHUP.",
             vec!["registrar"],
+        ),
+        "promsd-gateway" => (
+            "/etc/default/promsd-gateway\n\
+             Settings for promsd-gateway.service: ARGS, the flags.\n\
+             .TP\n/etc/promsd/gateway-tokens.yml\n\
+             The service tokens (id, secret_sha256, expires, clients, scrape, tenant), read again when it changes.\n\
+             .TP\n/lib/systemd/system/promsd-gateway.service\n\
+             The unit: runs as user promsd; systemctl reload re-reads the token file.",
+            vec!["registrar-agent"],
         ),
         _ => (
             "/etc/default/registrar-agent\n\
