@@ -24,14 +24,24 @@ fn units_verify() {
             let name = path.file_name().expect("name").to_string_lossy().into_owned();
             let here = text.replace("/usr/bin/dnsd", &format!("{bin_dir}/dnsd"));
             let here = here.replace("/usr/bin/registrar", &format!("{bin_dir}/registrar"));
+            let here = here.replace("/usr/bin/promsd-gateway", &format!("{bin_dir}/promsd-gateway"));
             std::fs::write(dir.path().join(&name), here).expect("write unit");
             names.push(name);
         }
     }
     names.sort();
-    assert_eq!(names, ["dnsd.service", "prom-run@.service", "prom@.service", "registrar-agent.service"]);
+    assert_eq!(
+        names,
+        ["dnsd.service", "prom-run@.service", "prom@.service", "promsd-gateway.service", "registrar-agent.service"]
+    );
     // Verify template instances the way they are started.
-    let instances = ["dnsd.service", "prom-run@node.service", "prom@node.service", "registrar-agent.service"];
+    let instances = [
+        "dnsd.service",
+        "prom-run@node.service",
+        "prom@node.service",
+        "promsd-gateway.service",
+        "registrar-agent.service",
+    ];
     for (template, instance) in names.iter().zip(instances) {
         if template != instance {
             std::os::unix::fs::symlink(dir.path().join(template), dir.path().join(instance)).expect("link instance");
@@ -102,7 +112,7 @@ impl NotifySocket {
 
 /// Each daemon speaks systemd's readiness protocol: dnsd says READY=1 once it serves DNS (after the first
 /// load, not before), the agent once it serves its modules, `registrar run` once the exporter accepts
-/// connections; each says STOPPING=1 on SIGTERM.
+/// connections, the gateway once it listens; each says STOPPING=1 on SIGTERM.
 #[test]
 fn every_daemon_says_ready_once_serving_and_stopping_on_sigterm() {
     use std::process::Command;
@@ -158,5 +168,13 @@ fn every_daemon_says_ready_once_serving_and_stopping_on_sigterm() {
     assert_eq!(notify.next(), "READY=1\nSTATUS=exporter accepts connections; registering");
     assert!(std::net::TcpStream::connect(("127.0.0.1", exporter_port.parse::<u16>().expect("port"))).is_ok());
     run.signal("TERM");
+    assert_eq!(notify.until("STOPPING"), "STOPPING=1");
+
+    // The gateway.
+    let mut command = Command::new(workspace_bin("promsd-gateway"));
+    command.env("NOTIFY_SOCKET", &notify.path).args(["--web.listen-address", "127.0.0.1:0"]);
+    let gateway = Process::spawn("gateway", command, &dir.path().join("gateway.log"));
+    assert_eq!(notify.next(), "READY=1\nSTATUS=serving");
+    gateway.signal("TERM");
     assert_eq!(notify.until("STOPPING"), "STOPPING=1");
 }
