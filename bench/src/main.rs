@@ -3,6 +3,7 @@
 //! dnsd, and the scale run (`scale`) that drives one dnsd against a large view and prints its figures.
 
 mod dns;
+mod gateway;
 mod layout;
 mod load;
 mod proxy;
@@ -109,6 +110,9 @@ enum Cmd {
     Scale(scale::Args),
     /// Print the medians (min-max) of several `scale --figures` files, with the verdicts on the medians.
     Summary { files: Vec<std::path::PathBuf> },
+    /// CLIENTS PushProx clients polling one gateway; scrape latency through it vs direct, and its memory
+    /// per client.
+    GatewayLoad(gateway::GatewayLoad),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -145,6 +149,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Propagation { registrar, endpoints, dns, count } => propagation(&registrar, &endpoints, dns, count),
         Cmd::Scale(args) => scale::run(args),
         Cmd::Summary { files } => report::summary(&files),
+        Cmd::GatewayLoad(args) => multi_thread_runtime()?.block_on(gateway::run(args)),
     }
 }
 
