@@ -82,7 +82,7 @@ PACKAGES=(
     "${BUILD_PACKAGES[@]}" knotd:knot kdig:knot-dnsutils
     etcd:etcd-server etcdctl:etcd-client dig:bind9-dnsutils prometheus:prometheus
     prometheus-node-exporter:prometheus-node-exporter prometheus-exporter-exporter:prometheus-exporter-exporter
-    curl:curl ip:iproute2 nft:nftables unshare:util-linux
+    curl:curl ip:iproute2 nft:nftables tinyproxy:tinyproxy unshare:util-linux
     nsenter:util-linux setpriv:util-linux script:bsdutils shellcheck:shellcheck systemd-analyze:systemd pgrep:procps ps:procps openssl:openssl jq:jq
 )
 

@@ -57,7 +57,8 @@ async fn pushprox_client(name: String, gateway: Arc<Client>, backend: Arc<Client
         let (gateway, backend) = (gateway.clone(), backend.clone());
         tokio::spawn(async move {
             let path = request.uri.path_and_query().map_or("/metrics", |p| p.as_str()).to_string();
-            let fetched = backend.request(Method::GET, path.trim_start_matches('/'), &HeaderMap::new(), Bytes::new()).await;
+            let fetched =
+                backend.request(Method::GET, path.trim_start_matches('/'), &HeaderMap::new(), Bytes::new()).await;
             let mut response = match fetched {
                 Ok(answer) => ScrapeResponse { status: answer.status, headers: answer.headers, body: answer.body },
                 Err(error) => ScrapeResponse {
@@ -78,7 +79,8 @@ async fn pushprox_client(name: String, gateway: Arc<Client>, backend: Arc<Client
 async fn scrape_through(gateway: &Client, name: &str, backend_port: u16) -> anyhow::Result<(StatusCode, usize)> {
     let mut headers = HeaderMap::new();
     headers.insert(promsd_pushprox::SCRAPE_TIMEOUT, "10".parse()?);
-    let answer = gateway.request_absolute(Method::GET, &format!("http://{name}:{backend_port}/metrics"), &headers).await?;
+    let answer =
+        gateway.request_absolute(Method::GET, &format!("http://{name}:{backend_port}/metrics"), &headers).await?;
     Ok((answer.status, answer.body.len()))
 }
 
@@ -132,7 +134,11 @@ pub async fn run(args: GatewayLoad) -> anyhow::Result<()> {
     println!("clients: {} registered in {:.1} s", args.clients, registered.as_secs_f64());
     println!("scrapes: {} of {bytes} bytes each way, one at a time", args.scrapes);
     println!("direct:          p50 {d50:.3} ms  p99 {d99:.3} ms");
-    println!("through gateway: p50 {t50:.3} ms  p99 {t99:.3} ms  (added p50 {:.3} ms, p99 {:.3} ms)", t50 - d50, t99 - d99);
+    println!(
+        "through gateway: p50 {t50:.3} ms  p99 {t99:.3} ms  (added p50 {:.3} ms, p99 {:.3} ms)",
+        t50 - d50,
+        t99 - d99
+    );
     println!(
         "gateway VmRSS: {:.1} MB before the clients, {:.1} MB with them: {:.1} KB per client",
         before as f64 / 1024.0,

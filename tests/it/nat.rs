@@ -30,6 +30,36 @@ fn write_tokens(path: &Path, entries: &[String]) {
     std::fs::rename(&tmp, path).expect("rename tokens");
 }
 
+/// Three namespaces: `site` (10.1.0.2) behind `router` (10.1.0.1 / 10.2.0.1), which masquerades what it
+/// forwards to `central` (10.2.0.2). `central` has no route to the site at all.
+struct Topology {
+    central: Netns,
+    router: Netns,
+    site: Netns,
+}
+
+impl Topology {
+    /// With `routed`, the site's default route is the router (NAT); without, the site reaches only the
+    /// router itself (and so the central network only through a proxy there).
+    fn new(dir: &Path, routed: bool) -> Self {
+        let (central, router, site) = (Netns::new("127.0.0.1"), Netns::new("127.0.0.1"), Netns::new("127.0.0.1"));
+        router.link(("r-site", "10.1.0.1/24"), &site, ("site0", "10.1.0.2/24"));
+        router.link(("r-central", "10.2.0.1/24"), &central, ("central0", "10.2.0.2/24"));
+        if routed {
+            site.run("ip", &["route", "add", "default", "via", "10.1.0.1"]);
+        }
+        router.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        let rules = dir.join("nat.nft");
+        std::fs::write(
+            &rules,
+            "table ip nat {\n  chain postrouting {\n    type nat hook postrouting priority srcnat;\n    oifname \"r-central\" masquerade\n  }\n}\n",
+        )
+        .expect("write nft rules");
+        router.run("nft", &["-f", rules.to_str().expect("path")]);
+        Self { central, router, site }
+    }
+}
+
 /// `up` by (job, instance): its value and the series' labels.
 type Up = BTreeMap<(String, String), (f64, BTreeMap<String, String>)>;
 
@@ -61,17 +91,7 @@ fn prometheus_scrapes_hosts_behind_nat_through_the_gateway_and_refused_tokens_st
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
-    let (central, router, site) = (Netns::new("127.0.0.1"), Netns::new("127.0.0.1"), Netns::new("127.0.0.1"));
-    router.link(("r-site", "10.1.0.1/24"), &site, ("site0", "10.1.0.2/24"));
-    router.link(("r-central", "10.2.0.1/24"), &central, ("central0", "10.2.0.2/24"));
-    site.run("ip", &["route", "add", "default", "via", "10.1.0.1"]);
-    router.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-    std::fs::write(
-        d.join("nat.nft"),
-        "table ip nat {\n  chain postrouting {\n    type nat hook postrouting priority srcnat;\n    oifname \"r-central\" masquerade\n  }\n}\n",
-    )
-    .expect("write nft rules");
-    router.run("nft", &["-f", d.join("nat.nft").to_str().expect("path")]);
+    let Topology { central, router: _router, site } = Topology::new(d, true);
 
     let site_a = token("site-a", "2999-01-01T00:00:00Z", "*.site-a.example.org");
     let entries = vec![site_a.clone(), token("old", "2001-01-01T00:00:00Z", "*.site-a.example.org")];
@@ -176,4 +196,95 @@ fn prometheus_scrapes_hosts_behind_nat_through_the_gateway_and_refused_tokens_st
     eventually("host1 to be up again with its token restored", Duration::from_secs(60), || {
         (wanted(&up(&central)?, "pushprox", "host1.site-a.example.org:9100")?.0 == 1.0).then_some(())
     });
+}
+
+/// TLS on every hop, through a forward proxy: the site reaches nothing but its router, where tinyproxy
+/// runs; the agent reaches the TLS gateway with CONNECT through it (HTTPS_PROXY) and checks the gateway's
+/// certificate against its own CA; Prometheus scrapes through the gateway over TLS too (`proxy_url: https`).
+#[test]
+fn an_agent_reaches_a_tls_gateway_through_https_proxy_and_prometheus_scrapes_it() {
+    for program in ["prometheus", "prometheus-node-exporter", "nft", "curl", "tinyproxy"] {
+        require(program);
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let Topology { central, router, site } = Topology::new(d, false);
+    promsd_tests::tls::make_certificates_for(d, "IP:10.2.0.2,IP:127.0.0.1", &[]);
+    std::fs::write(d.join("web.yml"), "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n")
+        .expect("web.yml");
+    write_tokens(&d.join("tokens.yml"), &[token("site-a", "2999-01-01T00:00:00Z", "*.site-a.example.org")]);
+    std::fs::write(d.join("site-a.secret"), "site-a-secret\n").expect("write secret");
+    let mut command = central.command(workspace_bin("promsd-gateway").to_str().expect("path"));
+    command.args(["--web.listen-address", ":8443", "--web.config.file"]).arg(d.join("web.yml"));
+    command.arg("--token.file").arg(d.join("tokens.yml"));
+    let gateway = Process::spawn("gateway", command, &d.join("gateway.log"));
+
+    std::fs::write(
+        d.join("tinyproxy.conf"),
+        format!(
+            "Port 8888\nListen 10.1.0.1\nAllow 10.1.0.0/24\nConnectPort 8443\nLogLevel Connect\nLogFile \"{}\"\n",
+            d.join("tinyproxy.log").display()
+        ),
+    )
+    .expect("tinyproxy.conf");
+    let mut command = router.command("tinyproxy");
+    command.args(["-d", "-c"]).arg(d.join("tinyproxy.conf"));
+    let _tinyproxy = Process::spawn("tinyproxy", command, &d.join("tinyproxy.out"));
+    let reach = |netns: &Netns, url: &str, proxy: Option<&str>| {
+        let mut command = netns.command("curl");
+        command.args(["-s", "-o", "/dev/null", "--max-time", "2", "--cacert"]).arg(d.join("ca.pem")).arg(url);
+        if let Some(proxy) = proxy {
+            command.args(["--proxy", proxy]);
+        }
+        command.status().is_ok_and(|s| s.success())
+    };
+    assert!(
+        !reach(&site, "https://10.2.0.2:8443/-/healthy", None),
+        "the site reaches the gateway only through the proxy"
+    );
+    eventually("the gateway through the proxy", Duration::from_secs(20), || {
+        reach(&site, "https://10.2.0.2:8443/-/healthy", Some("http://10.1.0.1:8888")).then_some(())
+    });
+
+    let mut node = site.command("prometheus-node-exporter");
+    node.args(["--web.listen-address=127.0.0.1:9100", "--collector.disable-defaults", "--collector.loadavg"]);
+    let _node = Process::spawn("node", node, &d.join("node.log"));
+    std::fs::write(d.join("agent.yml"), "modules:\n  node:\n    method: http\n    http: {port: 9100}\n")
+        .expect("agent.yml");
+    let mut command = site.command(workspace_bin("registrar").to_str().expect("path"));
+    command.args(["agent", "--config", d.join("agent.yml").to_str().expect("path")]);
+    command.args(["--proxy-url", "https://10.2.0.2:8443/", "--proxy.fqdn", "host1.site-a.example.org"]);
+    command.args(["--proxy.token-id", "site-a", "--proxy.token-secret-file"]).arg(d.join("site-a.secret"));
+    command.arg("--proxy.cacert").arg(d.join("ca.pem"));
+    command.env("HTTPS_PROXY", "http://10.1.0.1:8888").env_remove("NO_PROXY").env_remove("no_proxy");
+    let agent = Process::spawn("agent", command, &d.join("agent.log"));
+    agent.wait_for_log("reaching the gateway through a forward proxy", Duration::from_secs(10));
+
+    let ca = d.join("ca.pem");
+    std::fs::write(
+        d.join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n  - job_name: nat\n    proxy_url: https://127.0.0.1:8443/\n    tls_config: {{ca_file: {ca}}}\n    http_sd_configs:\n      - url: https://127.0.0.1:8443/clients\n        refresh_interval: 1s\n        tls_config: {{ca_file: {ca}}}\n",
+            ca = ca.display()
+        ),
+    )
+    .expect("write prometheus.yml");
+    let mut command = central.command("prometheus");
+    command.arg(format!("--config.file={}", d.join("prometheus.yml").display()));
+    command.arg(format!("--storage.tsdb.path={}", d.join("tsdb").display()));
+    command.arg("--web.listen-address=127.0.0.1:9090");
+    let prometheus = Process::spawn("prometheus", command, &d.join("prometheus.log"));
+    let logs = || format!("gateway:\n{}\nagent:\n{}\nprometheus:\n{}", gateway.log(), agent.log(), prometheus.log());
+    let found = promsd_tests::eventually_or(
+        "Prometheus to scrape host1 over TLS through the gateway",
+        Duration::from_secs(90),
+        || {
+            let up = up(&central)?;
+            let (value, _) = up.get(&("nat".to_string(), "host1.site-a.example.org:9998".to_string()))?;
+            (*value == 1.0).then_some(())
+        },
+    );
+    assert!(found.is_some(), "{}", logs());
+    let proxied = std::fs::read_to_string(d.join("tinyproxy.log")).unwrap_or_default();
+    assert!(proxied.contains("10.2.0.2:8443") || proxied.contains("10.2.0.2"), "tinyproxy saw the CONNECT:\n{proxied}");
 }

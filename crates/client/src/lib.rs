@@ -217,11 +217,22 @@ impl Client {
 
     /// A request whose target is `url` in absolute form, as a client of an HTTP proxy sends it (Prometheus's
     /// `proxy_url` scrapes of the gateway).
-    pub async fn request_absolute(&self, method: Method, url: &str, extra: &hyper::HeaderMap) -> Result<Answer, ClientError> {
+    pub async fn request_absolute(
+        &self,
+        method: Method,
+        url: &str,
+        extra: &hyper::HeaderMap,
+    ) -> Result<Answer, ClientError> {
         self.send(method, url.to_string(), extra, Bytes::new()).await
     }
 
-    async fn send(&self, method: Method, uri: String, extra: &hyper::HeaderMap, body: Bytes) -> Result<Answer, ClientError> {
+    async fn send(
+        &self,
+        method: Method,
+        uri: String,
+        extra: &hyper::HeaderMap,
+        body: Bytes,
+    ) -> Result<Answer, ClientError> {
         let request = || -> Result<Request<Full<Bytes>>, ClientError> {
             let mut request = Request::builder().method(method.clone()).uri(&uri).body(Full::new(body.clone()))?;
             let headers = request.headers_mut();
