@@ -288,3 +288,63 @@ fn an_agent_reaches_a_tls_gateway_through_https_proxy_and_prometheus_scrapes_it(
     let proxied = std::fs::read_to_string(d.join("tinyproxy.log")).unwrap_or_default();
     assert!(proxied.contains("10.2.0.2:8443") || proxied.contains("10.2.0.2"), "tinyproxy saw the CONNECT:\n{proxied}");
 }
+
+/// Discovery in etcd: with `--registry.zone`, every module an agent announces is a SkyDNS record under the
+/// gateway's lease, so dnsd answers it and lists it for http_sd; a revoked token takes its records away, and
+/// so does the gateway when it stops.
+#[test]
+fn clients_of_the_gateway_are_registered_in_etcd_and_answered_by_dnsd() {
+    let stack = crate::stack::Stack::start();
+    let d = stack.dir.path();
+    let tokens = d.join("tokens.yml");
+    let site_a = token("site-a", "2999-01-01T00:00:00Z", "*.site-a.example.org");
+    write_tokens(&tokens, std::slice::from_ref(&site_a));
+    std::fs::write(d.join("site-a.secret"), "site-a-secret\n").expect("write secret");
+    let mut command = stack.netns.command(workspace_bin("promsd-gateway").to_str().expect("path"));
+    command.args(["--web.listen-address", "127.0.0.1:8080", "--token.file", tokens.to_str().expect("path")]);
+    command.args(["--registry.zone", "prom.local", "--endpoints", crate::stack::ETCD]);
+    command.env_remove("ETCDCTL_ENDPOINTS");
+    let mut gateway = Process::spawn("gateway", command, &d.join("gateway.log"));
+    std::fs::write(
+        d.join("agent.yml"),
+        "labels: {site: a}\nmodules:\n  node:\n    method: http\n    http: {port: 9100}\n",
+    )
+    .expect("agent.yml");
+    let mut command = stack.registrar();
+    command.args(["agent", "--config", d.join("agent.yml").to_str().expect("path")]);
+    command.args(["--proxy-url", "http://127.0.0.1:8080/", "--proxy.fqdn", "host1.site-a.example.org"]);
+    command.args(["--proxy.token-id", "site-a", "--proxy.token-secret-file"]).arg(d.join("site-a.secret"));
+    let _agent = Process::spawn("agent", command, &d.join("agent.log"));
+
+    let srv = || stack.dig(&["SRV", "node.nat.prom.local"]).answer_sorted();
+    let answer = eventually("the agent's module in DNS", Duration::from_secs(30), || {
+        let answer = srv();
+        (!answer.is_empty()).then_some(answer)
+    });
+    assert_eq!(answer.len(), 1, "{answer:?}");
+    assert!(answer[0].contains("9998 host1.site-a.example.org."), "{answer:?}\n{}", gateway.log());
+    let listed = stack.curl("http://127.0.0.1:9153/sd/v1/prom.local?service=nat").expect("http_sd");
+    let groups: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
+    let labels = &groups[0]["labels"];
+    assert_eq!(groups[0]["targets"][0], "host1.site-a.example.org:9998", "{listed}");
+    assert_eq!(
+        (&labels["__param_module"], &labels["__metrics_path__"], &labels["site"]),
+        (&"node".into(), &"/proxy".into(), &"a".into()),
+        "{listed}"
+    );
+
+    // Its token revoked: the client and its record go.
+    write_tokens(&tokens, &[]);
+    eventually("the record to go with the token", Duration::from_secs(30), || srv().is_empty().then_some(()));
+    write_tokens(&tokens, &[site_a]);
+    eventually("the record back with the token", Duration::from_secs(30), || (!srv().is_empty()).then_some(()));
+    // Someone deletes it in etcd: written again.
+    let key = "/skydns/local/prom/nat/node/org/example/site-a/host1";
+    assert!(stack.etcd.get(key).is_some(), "{key} in etcd");
+    stack.etcd.del(key);
+    eventually("the deleted record written again", Duration::from_secs(60), || stack.etcd.get(key));
+    // The gateway stops: its lease and every record under it go at once.
+    gateway.signal("TERM");
+    assert!(gateway.wait_timeout(Duration::from_secs(10)).is_some(), "the gateway stops:\n{}", gateway.log());
+    assert_eq!(stack.etcd.get(key), None, "the record goes with the gateway's lease");
+}

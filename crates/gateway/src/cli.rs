@@ -69,6 +69,21 @@ pub struct Cli {
         value_name = "NAME"
     )]
     pub remote_write_tenant_label: String,
+    /// Register every module of every announcing client in etcd as a SkyDNS record in this zone:
+    /// <fqdn>.<module>.<service>.<zone> (dnsd then answers and lists them)
+    #[arg(help_heading = "etcd registry", long = "registry.zone", value_name = "ZONE")]
+    pub registry_zone: Option<String>,
+    /// The label below the zone the clients are registered under
+    #[arg(help_heading = "etcd registry", long = "registry.service", default_value = "nat", value_name = "NAME")]
+    pub registry_service: String,
+    /// etcd key prefix of all SkyDNS records (dnsd's and CoreDNS's `path`)
+    #[arg(help_heading = "etcd registry", long = "registry.path", default_value = "/skydns", value_name = "PATH")]
+    pub registry_path: String,
+    /// The records' lease: a gateway that dies takes them with it within this long
+    #[arg(help_heading = "etcd registry", long = "registry.lease-ttl", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub registry_lease_ttl: Duration,
+    #[command(flatten, next_help_heading = "etcd")]
+    pub etcd: promsd_common::EtcdArgs,
     /// Only log messages with the given severity or above: debug, info, warn, error
     #[arg(help_heading = "Logging", long = "log.level", default_value = "info", value_name = "LEVEL")]
     pub log_level: tracing::Level,

@@ -7,6 +7,7 @@
 //! - [`coordinator`]: polls, scrapes and pushes matched up, with bounds on each.
 //! - [`handler`]: the HTTP endpoints on the one port.
 //! - [`discovery`]: known clients as http_sd target groups.
+//! - [`registry`]: known clients as SkyDNS records in etcd, under one lease.
 //! - [`remote_write`]: `/api/v1/write` forwarded upstream with each token's tenant label enforced.
 //! - [`metrics`]: what `/metrics` exports.
 
@@ -15,6 +16,7 @@ pub mod coordinator;
 pub mod discovery;
 pub mod handler;
 pub mod metrics;
+pub mod registry;
 pub mod remote_write;
 pub mod tokens;
 
@@ -42,6 +44,8 @@ pub enum GatewayError {
     UpstreamTls(#[from] promsd_client::tls::TlsError),
     #[error("--remote-write.tenant-label {0:?} is not a label name Prometheus accepts")]
     TenantLabel(String),
+    #[error("--registry: {0}")]
+    Registry(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -52,6 +56,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Everything `run` needs, read and checked: a bad token or web config file fails here, before listening.
 pub struct Prepared {
     gateway: Arc<Gateway>,
+    registry: Option<Arc<registry::RegistrySettings>>,
     web: Option<Arc<promsd_web::WebSource>>,
     limits: promsd_web::Limits,
 }
@@ -83,7 +88,24 @@ pub fn prepare(cli: &Cli) -> Result<Prepared, GatewayError> {
         web: Arc::new(promsd_web::WebMetrics::default()),
     });
     let limits = promsd_web::Limits { max_connections: cli.web_max_connections, ..promsd_web::Limits::default() };
-    Ok(Prepared { gateway, web, limits })
+    let registry = cli.registry_zone.as_deref().map(|zone| registry_settings(cli, zone)).transpose()?.map(Arc::new);
+    Ok(Prepared { gateway, registry, web, limits })
+}
+
+/// `--registry.*` and the etcd flags, checked: what no retry can fix fails the start.
+fn registry_settings(cli: &Cli, zone: &str) -> Result<registry::RegistrySettings, GatewayError> {
+    let bad = |e: &dyn std::fmt::Display| GatewayError::Registry(e.to_string());
+    promsd_common::name::validate_name("--registry.zone", zone).map_err(|e| bad(&e))?;
+    promsd_common::name::validate_label("--registry.service", &cli.registry_service).map_err(|e| bad(&e))?;
+    promsd_common::name::validate_path(&cli.registry_path).map_err(|e| bad(&e))?;
+    cli.etcd.check().map_err(|e| bad(&e))?;
+    Ok(registry::RegistrySettings {
+        etcd: cli.etcd.clone(),
+        path: promsd_common::KeyPrefix::new(&cli.registry_path),
+        zone: zone.trim_end_matches('.').to_ascii_lowercase(),
+        service: cli.registry_service.clone(),
+        lease_ttl: cli.registry_lease_ttl,
+    })
 }
 
 /// The remote_write upstream's client: https with the system's CAs, through a forward proxy if the
@@ -123,7 +145,9 @@ impl Prepared {
 
 /// Serves until `shutdown`. SIGHUP reads the token file again at once (it is also read when it changes).
 pub async fn run(prepared: Prepared, listener: TcpListener, shutdown: CancellationToken) -> Result<(), GatewayError> {
-    let Prepared { gateway, web, limits } = prepared;
+    let Prepared { gateway, registry, web, limits } = prepared;
+    let registering =
+        registry.map(|settings| tokio::spawn(registry::run(settings, gateway.coordinator.clone(), shutdown.clone())));
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let sweeper = tokio::spawn({
         let (gateway, shutdown) = (gateway.clone(), shutdown.clone());
@@ -144,6 +168,9 @@ pub async fn run(prepared: Prepared, listener: TcpListener, shutdown: Cancellati
     promsd_web::serve_with_limits(listener, web, gateway, metrics, limits, shutdown.clone()).await;
     promsd_notify::stopping();
     let _ = sweeper.await;
+    if let Some(registering) = registering {
+        let _ = registering.await;
+    }
     Ok(())
 }
 

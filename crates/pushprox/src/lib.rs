@@ -28,8 +28,11 @@ pub const SCRAPE_TIMEOUT: HeaderName = HeaderName::from_static("x-prometheus-scr
 /// Set by the client on a push: the seconds left of the scrape's deadline.
 pub const TIME_LEFT: HeaderName = HeaderName::from_static("x-prometheus-scrape-timeout");
 
-/// At most this many headers in a message, as Go's and hyper's parsers bound them.
+/// At most this many headers in a message besides the framing ones (`Host`, `Content-Length`,
+/// `Transfer-Encoding`), so that a message read is always one that can be written and read again.
 const MAX_HEADERS: usize = 128;
+/// Room for the framing headers beside them.
+const PARSE_SLOTS: usize = MAX_HEADERS + 3;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WireError {
@@ -45,6 +48,8 @@ pub enum WireError {
     ShortBody,
     #[error("bad chunked body")]
     Chunked,
+    #[error("more than {MAX_HEADERS} headers")]
+    TooManyHeaders,
 }
 
 /// A scrape the proxy hands to a client: what Prometheus asked the proxy for.
@@ -73,7 +78,7 @@ impl ScrapeRequest {
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = [httparse::EMPTY_HEADER; PARSE_SLOTS];
         let mut request = httparse::Request::new(&mut headers);
         let start = match request.parse(bytes).map_err(WireError::Syntax)? {
             httparse::Status::Complete(n) => n,
@@ -125,7 +130,7 @@ impl ScrapeResponse {
 
     /// Reads a pushed response. Go's client writes a body of unknown length chunked, or until the end.
     pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = [httparse::EMPTY_HEADER; PARSE_SLOTS];
         let mut response = httparse::Response::new(&mut headers);
         let start = match response.parse(bytes).map_err(WireError::Syntax)? {
             httparse::Status::Complete(n) => n,
@@ -191,6 +196,11 @@ fn canonical(name: &HeaderName) -> String {
 }
 
 fn header_map(parsed: &[httparse::Header<'_>]) -> Result<HeaderMap, WireError> {
+    let framing =
+        |name: &str| ["host", "content-length", "transfer-encoding"].iter().any(|f| name.eq_ignore_ascii_case(f));
+    if parsed.iter().filter(|h| !framing(h.name)).count() > MAX_HEADERS {
+        return Err(WireError::TooManyHeaders);
+    }
     let mut map = HeaderMap::with_capacity(parsed.len());
     for header in parsed {
         let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| WireError::Part("header name"))?;
@@ -260,6 +270,13 @@ mod tests {
         );
         assert_eq!(ScrapeRequest::parse(b"GET http://x/ HTTP/1.1\r\nHost: x\r\n").err(), Some(WireError::Incomplete));
         assert!(matches!(ScrapeRequest::parse(b"\x00\x01 nonsense"), Err(WireError::Syntax(_))));
+        let many: String = (0..129).map(|i| format!("X-{i}: v\r\n")).collect();
+        let request = format!("GET http://x/ HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(ScrapeRequest::parse(request.as_bytes()).err(), Some(WireError::TooManyHeaders));
+        let most: String = (0..128).map(|i| format!("X-{i}: v\r\n")).collect();
+        let response = format!("HTTP/1.1 200 OK\r\n{most}Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n");
+        let parsed = ScrapeResponse::parse(response.as_bytes()).expect("128 headers and the framing");
+        assert_eq!(&ScrapeResponse::parse(&parsed.encode()).expect("written back").body[..], b"x");
         assert!(ScrapeRequest::parse(b"").is_err());
     }
 
