@@ -60,8 +60,12 @@ pub struct Cli {
     /// http://prometheus:9090/api/v1/write (started with --web.enable-remote-write-receiver)
     #[arg(help_heading = "remote_write", long = "remote-write.upstream", value_name = "URL")]
     pub remote_write_upstream: Option<String>,
-    /// The label each written series must carry with its token's tenant: added where missing, and a write
-    /// with another value is refused (403)
+    /// Forward Loki pushes (`POST /loki/api/v1/push`, JSON or protobuf) to this URL, e.g.
+    /// http://loki:3100/loki/api/v1/push; X-Scope-OrgID is set to the token's tenant
+    #[arg(help_heading = "remote_write", long = "loki.upstream", value_name = "URL")]
+    pub loki_upstream: Option<String>,
+    /// The label each written series (and Loki stream) must carry with its token's tenant: added where
+    /// missing, and a write with another value is refused (403)
     #[arg(
         help_heading = "remote_write",
         long = "remote-write.tenant-label",

@@ -61,9 +61,18 @@ pub struct Gateway {
     pub tokens: Option<Arc<TokenSource>>,
     /// `--remote-write.upstream`; without it `/api/v1/write` is 404.
     pub remote_write: Option<crate::remote_write::RemoteWrite>,
+    /// `--loki.upstream`; without it `/loki/api/v1/push` is 404.
+    pub loki: Option<crate::loki::Loki>,
     pub settings: Settings,
     pub counts: HandlerCounts,
     pub web: Arc<promsd_web::WebMetrics>,
+}
+
+/// Where a write goes.
+#[derive(Debug, Clone, Copy)]
+enum Sink {
+    RemoteWrite,
+    Loki,
 }
 
 /// What the credentials of a request come to.
@@ -81,7 +90,10 @@ impl promsd_web::Handler for Gateway {
         match (request.method(), request.uri().path()) {
             (&Method::POST, "/poll") => self.poll(request).await,
             (&Method::POST, "/push") => self.push(request).await,
-            (&Method::POST, "/api/v1/write") if self.remote_write.is_some() => self.write(request).await,
+            (&Method::POST, "/api/v1/write") if self.remote_write.is_some() => {
+                self.write(request, Sink::RemoteWrite).await
+            }
+            (&Method::POST, "/loki/api/v1/push") if self.loki.is_some() => self.write(request, Sink::Loki).await,
             (&Method::GET | &Method::HEAD, "/clients") => self.clients(&request),
             (&Method::GET | &Method::HEAD, "/metrics") => crate::metrics::reply(self, request.headers()),
             (&Method::GET | &Method::HEAD, "/-/healthy") => text(StatusCode::OK, "Healthy\n"),
@@ -211,9 +223,9 @@ impl Gateway {
         }
     }
 
-    /// remote_write: a token with a tenant (when there is a token file), then the write forwarded.
-    async fn write(&self, request: Request<Incoming>) -> Reply {
-        let Some(remote_write) = &self.remote_write else { return response::not_found() };
+    /// remote_write or a Loki push: a token with a tenant (when there is a token file), then the write
+    /// forwarded.
+    async fn write(&self, request: Request<Incoming>, sink: Sink) -> Reply {
         // Also `basic_auth` (id as user, secret as password): Debian's Prometheus 2.42 does not send
         // `remote_write.headers`.
         let access = match self.access(request.headers(), &[header::AUTHORIZATION]) {
@@ -231,7 +243,13 @@ impl Gateway {
             Ok(read) => read,
             Err(reply) => return reply,
         };
-        let outcome = remote_write.write(&parts.headers, &body, tenant.as_deref()).await;
+        let outcome = match (sink, &self.remote_write, &self.loki) {
+            (Sink::RemoteWrite, Some(remote_write), _) => {
+                remote_write.write(&parts.headers, &body, tenant.as_deref()).await
+            }
+            (Sink::Loki, _, Some(loki)) => loki.push(&parts.headers, &body, tenant.as_deref()).await,
+            _ => return response::not_found(),
+        };
         if outcome.status == StatusCode::FORBIDDEN {
             self.counts.forbidden.fetch_add(1, Ordering::Relaxed);
         }

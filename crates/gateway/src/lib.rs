@@ -8,17 +8,22 @@
 //! - [`handler`]: the HTTP endpoints on the one port.
 //! - [`discovery`]: known clients as http_sd target groups.
 //! - [`registry`]: known clients as SkyDNS records in etcd, under one lease.
-//! - [`remote_write`]: `/api/v1/write` forwarded upstream with each token's tenant label enforced.
+//! - [`remote_write`], [`loki`]: `/api/v1/write` and `/loki/api/v1/push` forwarded upstream with each
+//!   token's tenant label enforced ([`protobuf`]: the field-by-field rewriting; [`upstream`]: the client
+//!   and the mapping of the upstream's answers).
 //! - [`metrics`]: what `/metrics` exports.
 
 pub mod cli;
 pub mod coordinator;
 pub mod discovery;
 pub mod handler;
+pub mod loki;
 pub mod metrics;
+pub mod protobuf;
 pub mod registry;
 pub mod remote_write;
 pub mod tokens;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -38,10 +43,8 @@ pub enum GatewayError {
     Tokens(#[from] TokenError),
     #[error(transparent)]
     WebConfig(#[from] promsd_web::WebConfigError),
-    #[error("--remote-write.upstream: {0}")]
-    Upstream(#[from] promsd_client::UrlError),
-    #[error("--remote-write.upstream: {0}")]
-    UpstreamTls(#[from] promsd_client::tls::TlsError),
+    #[error("upstream: {0}")]
+    Upstream(upstream::UpstreamError),
     #[error("--remote-write.tenant-label {0:?} is not a label name Prometheus accepts")]
     TenantLabel(String),
     #[error("--registry: {0}")]
@@ -78,11 +81,30 @@ pub fn prepare(cli: &Cli) -> Result<Prepared, GatewayError> {
         max_scrape_timeout: cli.scrape_max_timeout,
         max_body: cli.web_max_body_size,
     };
-    let remote_write = cli.remote_write_upstream.as_deref().map(|url| upstream(cli, url)).transpose()?;
+    let max_decoded = cli.web_max_body_size.saturating_mul(8);
+    let remote_write = match &cli.remote_write_upstream {
+        Some(url) => Some(remote_write::RemoteWrite {
+            upstream: upstream::Upstream::new(url, "remote_write").map_err(GatewayError::Upstream)?,
+            tenant_label: tenant_label(cli)?,
+            max_decoded,
+            series: Default::default(),
+        }),
+        None => None,
+    };
+    let loki = match &cli.loki_upstream {
+        Some(url) => Some(loki::Loki {
+            upstream: upstream::Upstream::new(url, "Loki").map_err(GatewayError::Upstream)?,
+            tenant_label: tenant_label(cli)?,
+            max_decoded,
+            streams: Default::default(),
+        }),
+        None => None,
+    };
     let gateway = Arc::new(Gateway {
         coordinator,
         tokens,
         remote_write,
+        loki,
         settings,
         counts: handler::HandlerCounts::default(),
         web: Arc::new(promsd_web::WebMetrics::default()),
@@ -108,33 +130,13 @@ fn registry_settings(cli: &Cli, zone: &str) -> Result<registry::RegistrySettings
     })
 }
 
-/// The remote_write upstream's client: https with the system's CAs, through a forward proxy if the
-/// environment names one.
-fn upstream(cli: &Cli, url: &str) -> Result<remote_write::RemoteWrite, GatewayError> {
+/// The tenant label of remote_write and Loki, checked.
+fn tenant_label(cli: &Cli) -> Result<String, GatewayError> {
     let label = &cli.remote_write_tenant_label;
     if !promsd_common::labels::is_label_name(label) || label.starts_with("__") {
         return Err(GatewayError::TenantLabel(label.clone()));
     }
-    let (https, host, port, path) = promsd_client::parse_url(url)?;
-    let tls = if https {
-        let files = promsd_client::tls::TlsFiles {
-            ca: Some(std::path::Path::new("/etc/ssl/certs/ca-certificates.crt")),
-            cert: None,
-            key: None,
-            insecure_skip_verify: false,
-        };
-        Some((promsd_client::tls::client(&files)?, promsd_client::tls::server_name(host.clone())?))
-    } else {
-        None
-    };
-    let via = promsd_client::proxy_from_env(https, &host, |name| std::env::var(name).ok())?;
-    Ok(remote_write::RemoteWrite {
-        upstream: promsd_client::Client::new(host, port, path, tls, via, Vec::new()),
-        url: url.to_string(),
-        tenant_label: label.clone(),
-        max_decoded: cli.web_max_body_size.saturating_mul(8),
-        counts: remote_write::WriteCounts::default(),
-    })
+    Ok(label.clone())
 }
 
 impl Prepared {

@@ -32,8 +32,10 @@ pub struct Snapshot {
     pub bad_requests: u64,
     pub too_large: u64,
     pub tokens: Option<usize>,
-    /// Forwarded, series, rejected, upstream errors, upstream unreachable: with --remote-write.upstream.
-    pub writes: Option<[u64; 5]>,
+    /// Forwarded, rejected, upstream errors, upstream unreachable, and series: with --remote-write.upstream.
+    pub writes: Option<([u64; 4], u64)>,
+    /// The same for Loki pushes, with streams.
+    pub pushes_loki: Option<([u64; 4], u64)>,
 }
 
 pub fn snapshot(gateway: &Gateway) -> Snapshot {
@@ -55,10 +57,8 @@ pub fn snapshot(gateway: &Gateway) -> Snapshot {
         bad_requests: load(&h.bad_requests),
         too_large: load(&h.too_large),
         tokens: gateway.tokens.as_ref().map(|t| t.current().len()),
-        writes: gateway.remote_write.as_ref().map(|w| {
-            let c = &w.counts;
-            [load(&c.forwarded), load(&c.series), load(&c.rejected), load(&c.upstream_errors), load(&c.unreachable)]
-        }),
+        writes: gateway.remote_write.as_ref().map(|w| (w.upstream.counts.load(), load(&w.series))),
+        pushes_loki: gateway.loki.as_ref().map(|l| (l.upstream.counts.load(), load(&l.streams))),
     }
 }
 
@@ -136,12 +136,18 @@ impl Collector for GatewayCollector {
         if let Some(tokens) = s.tokens {
             gauge(e, "promsd_gateway_tokens", "Tokens in the token file in force.", count(tokens))?;
         }
-        if let Some([forwarded, series, rejected, upstream_errors, unreachable]) = s.writes {
+        for (family, count, what, of) in [
+            ("promsd_gateway_remote_writes", "promsd_gateway_remote_write_series", "remote_write requests", s.writes),
+            ("promsd_gateway_loki_pushes", "promsd_gateway_loki_streams", "Loki pushes", s.pushes_loki),
+        ] {
+            let Some(([forwarded, rejected, upstream_errors, unreachable], units)) = of else { continue };
             labelled_counters(
                 e,
-                "promsd_gateway_remote_writes",
-                "remote_write requests, by result: forwarded, rejected (a bad body or another tenant's series), \
-                 upstream_error (the upstream's non-2xx), unreachable (no answer from the upstream).",
+                family,
+                &format!(
+                    "{what}, by result: forwarded, rejected (a bad body or another tenant's data), upstream_error \
+                     (the upstream's non-2xx), unreachable (no answer from the upstream)."
+                ),
                 &[
                     (&[("result", "forwarded")], forwarded),
                     (&[("result", "rejected")], rejected),
@@ -149,7 +155,7 @@ impl Collector for GatewayCollector {
                     (&[("result", "unreachable")], unreachable),
                 ],
             )?;
-            counter(e, "promsd_gateway_remote_write_series", "Series checked for their tenant and forwarded.", series)?;
+            counter(e, count, "Series (or streams) checked for their tenant and forwarded.", units)?;
         }
         build_info(e, "promsd_gateway")
     }
@@ -167,7 +173,8 @@ mod tests {
             pushes: 7,
             refusals: [1, 2, 3, 4],
             tokens: Some(2),
-            writes: Some([5, 50, 1, 0, 2]),
+            writes: Some(([5, 1, 0, 2], 50)),
+            pushes_loki: Some(([1, 0, 0, 0], 3)),
             ..Snapshot::default()
         };
         let text =
@@ -178,6 +185,7 @@ mod tests {
             "promsd_gateway_token_refusals_total{reason=\"wrong_secret\"} 3",
             "promsd_gateway_tokens 2",
             "promsd_gateway_remote_writes_total{result=\"unreachable\"} 2",
+            "promsd_gateway_loki_streams_total 3",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }

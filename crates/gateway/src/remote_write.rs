@@ -3,21 +3,19 @@
 //! request to `--remote-write.upstream`. The protobuf is rewritten field by field, not decoded into a
 //! model: exemplars, histograms, metadata and fields newer than this code pass through untouched.
 //!
-//! Answers are chosen for remote_write's retry rule (5xx retried, 4xx dropped): a refused token is 401/403
-//! and a series of another tenant 403 (retrying cannot help); an unreachable upstream, its 5xx and its 429
-//! are 5xx (503 for a 429, with its Retry-After), so the sender keeps the samples and retries.
+//! A series of another tenant is 403 and a bad body 400 (retrying cannot help); the upstream's answers are
+//! mapped by [`crate::upstream`] so that the sender keeps and retries what the upstream could not take.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
+use hyper::StatusCode;
 use hyper::header::{self, HeaderMap, HeaderName};
-use hyper::{Method, StatusCode};
-use promsd_client::Client;
 use thiserror::Error;
 
-/// How long the upstream may take to answer one write (Prometheus's own remote_timeout default).
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::upstream::{Outcome, Upstream};
+
+use crate::protobuf::{Field, Fields, Malformed, Snappy, Value, put_bytes, rewrite_snappy};
 
 /// Request headers passed on to the upstream; everything else (the token above all) stays here.
 const FORWARDED: [HeaderName; 4] = [
@@ -33,42 +31,20 @@ pub enum WriteError {
     Snappy,
     #[error("the body decompresses to more than {0} bytes")]
     TooLarge(usize),
-    #[error("the body is not a remote_write WriteRequest: {0}")]
-    Protobuf(&'static str),
+    #[error("the body is not a remote_write WriteRequest: {}", .0.0)]
+    Protobuf(Malformed),
     #[error("a series has {label}={found:?}, but this token writes for {label}={tenant:?}")]
     OtherTenant { label: String, found: String, tenant: String },
 }
 
-#[derive(Debug, Default)]
-pub struct WriteCounts {
-    pub forwarded: AtomicU64,
-    pub series: AtomicU64,
-    pub rejected: AtomicU64,
-    pub upstream_errors: AtomicU64,
-    pub unreachable: AtomicU64,
-}
-
 pub struct RemoteWrite {
-    pub upstream: Client,
-    pub url: String,
+    pub upstream: Upstream,
     /// The label every series carries with the token's tenant (`--remote-write.tenant-label`).
     pub tenant_label: String,
     /// Largest decompressed body accepted.
     pub max_decoded: usize,
-    pub counts: WriteCounts,
-}
-
-/// What to answer the sender.
-pub struct Outcome {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: String,
-}
-
-impl Outcome {
-    fn plain(status: StatusCode, body: impl Into<String>) -> Self {
-        Self { status, headers: HeaderMap::new(), body: body.into() }
-    }
+    /// Series checked and forwarded.
+    pub series: AtomicU64,
 }
 
 impl RemoteWrite {
@@ -78,17 +54,16 @@ impl RemoteWrite {
         let body = match tenant {
             Some(tenant) => match self.relabel(body, tenant) {
                 Ok((body, series)) => {
-                    self.counts.series.fetch_add(series, Ordering::Relaxed);
+                    self.series.fetch_add(series, Ordering::Relaxed);
                     Bytes::from(body)
                 }
                 Err(error) => {
-                    self.counts.rejected.fetch_add(1, Ordering::Relaxed);
                     let status = match error {
                         WriteError::OtherTenant { .. } => StatusCode::FORBIDDEN,
                         WriteError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
                         _ => StatusCode::BAD_REQUEST,
                     };
-                    return Outcome::plain(status, format!("{error}\n"));
+                    return self.upstream.reject(status, format!("{error}\n"));
                 }
             },
             None => Bytes::copy_from_slice(body),
@@ -99,49 +74,18 @@ impl RemoteWrite {
                 forwarded.insert(name, value.clone());
             }
         }
-        let sent = tokio::time::timeout(UPSTREAM_TIMEOUT, self.upstream.request(Method::POST, "", &forwarded, body));
-        let answer = match sent.await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(error)) => {
-                self.counts.unreachable.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(upstream = %self.url, %error, "remote_write upstream unreachable");
-                return Outcome::plain(StatusCode::SERVICE_UNAVAILABLE, format!("upstream unreachable: {error}\n"));
-            }
-            Err(_) => {
-                self.counts.unreachable.fetch_add(1, Ordering::Relaxed);
-                return Outcome::plain(StatusCode::SERVICE_UNAVAILABLE, "upstream did not answer in time\n");
-            }
-        };
-        if answer.status.is_success() {
-            self.counts.forwarded.fetch_add(1, Ordering::Relaxed);
-            return Outcome::plain(answer.status, "");
-        }
-        self.counts.upstream_errors.fetch_add(1, Ordering::Relaxed);
-        let text = String::from_utf8_lossy(&answer.body[..answer.body.len().min(1024)]).to_string();
-        // A rate limit is retried by every Prometheus only as a 5xx (2.42 drops a 429 unless
-        // retry_on_http_429 is set); its Retry-After goes with it.
-        let status = if answer.status == StatusCode::TOO_MANY_REQUESTS {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            answer.status
-        };
-        let mut outcome = Outcome::plain(status, format!("upstream answered {}: {text}", answer.status));
-        if let Some(retry_after) = answer.headers.get(header::RETRY_AFTER) {
-            outcome.headers.insert(header::RETRY_AFTER, retry_after.clone());
-        }
-        outcome
+        self.upstream.forward(forwarded, body).await
     }
 
     /// The body with `tenant` enforced, snappy-compressed again, and the number of series.
     pub fn relabel(&self, body: &[u8], tenant: &str) -> Result<(Vec<u8>, u64), WriteError> {
-        let length = snap::raw::decompress_len(body).map_err(|_| WriteError::Snappy)?;
-        if length > self.max_decoded {
-            return Err(WriteError::TooLarge(self.max_decoded));
-        }
-        let decoded = snap::raw::Decoder::new().decompress_vec(body).map_err(|_| WriteError::Snappy)?;
-        let (rewritten, series) = enforce_tenant(&decoded, &self.tenant_label, tenant)?;
-        let compressed = snap::raw::Encoder::new().compress_vec(&rewritten).map_err(|_| WriteError::Snappy)?;
-        Ok((compressed, series))
+        rewrite_snappy(body, self.max_decoded, |decoded| enforce_tenant(decoded, &self.tenant_label, tenant)).map_err(
+            |error| match error {
+                Snappy::NotSnappy => WriteError::Snappy,
+                Snappy::TooLarge => WriteError::TooLarge(self.max_decoded),
+                Snappy::Rewrite(error) => error,
+            },
+        )
     }
 }
 
@@ -151,7 +95,7 @@ pub fn enforce_tenant(request: &[u8], label: &str, tenant: &str) -> Result<(Vec<
     let mut out = Vec::with_capacity(request.len() + 64);
     let mut series = 0u64;
     for field in Fields::new(request) {
-        let field = field?;
+        let field = field.map_err(WriteError::Protobuf)?;
         match field {
             Field { number: 1, value: Value::Bytes(timeseries), .. } => {
                 let rewritten = timeseries_with(timeseries, label, tenant)?;
@@ -169,7 +113,7 @@ fn timeseries_with(timeseries: &[u8], label: &str, tenant: &str) -> Result<Vec<u
     let mut rest = Vec::with_capacity(timeseries.len());
     let mut present = false;
     for field in Fields::new(timeseries) {
-        let field = field?;
+        let field = field.map_err(WriteError::Protobuf)?;
         match field {
             Field { number: 1, value: Value::Bytes(message), .. } => {
                 let (name, value) = label_pair(message)?;
@@ -207,118 +151,13 @@ fn timeseries_with(timeseries: &[u8], label: &str, tenant: &str) -> Result<Vec<u
 fn label_pair(message: &[u8]) -> Result<(&[u8], &[u8]), WriteError> {
     let (mut name, mut value): (&[u8], &[u8]) = (b"", b"");
     for field in Fields::new(message) {
-        match field? {
+        match field.map_err(WriteError::Protobuf)? {
             Field { number: 1, value: Value::Bytes(bytes), .. } => name = bytes,
             Field { number: 2, value: Value::Bytes(bytes), .. } => value = bytes,
             _ => {}
         }
     }
     Ok((name, value))
-}
-
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn put_bytes(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
-    put_varint(out, (number << 3) | 2);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-/// One protobuf field: its number, its value, and its bytes as they were (to copy it unchanged).
-struct Field<'a> {
-    number: u64,
-    value: Value<'a>,
-    raw: &'a [u8],
-}
-
-enum Value<'a> {
-    Bytes(&'a [u8]),
-    Other,
-}
-
-/// The fields of one message, in order; an error ends them.
-struct Fields<'a> {
-    bytes: &'a [u8],
-    at: usize,
-    failed: bool,
-}
-
-impl<'a> Fields<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, at: 0, failed: false }
-    }
-
-    fn varint(&mut self) -> Result<u64, WriteError> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *self.bytes.get(self.at).ok_or(WriteError::Protobuf("truncated varint"))?;
-            self.at += 1;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(WriteError::Protobuf("varint too long"))
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WriteError> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&end| end <= self.bytes.len())
-            .ok_or(WriteError::Protobuf("truncated field"))?;
-        let taken = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(taken)
-    }
-
-    fn field(&mut self) -> Result<Field<'a>, WriteError> {
-        let start = self.at;
-        let key = self.varint()?;
-        let number = key >> 3;
-        if number == 0 {
-            return Err(WriteError::Protobuf("field number 0"));
-        }
-        let value = match key & 7 {
-            0 => {
-                self.varint()?;
-                Value::Other
-            }
-            1 => {
-                self.take(8)?;
-                Value::Other
-            }
-            2 => {
-                let length = usize::try_from(self.varint()?).map_err(|_| WriteError::Protobuf("length too large"))?;
-                Value::Bytes(self.take(length)?)
-            }
-            5 => {
-                self.take(4)?;
-                Value::Other
-            }
-            _ => return Err(WriteError::Protobuf("unsupported wire type")),
-        };
-        Ok(Field { number, value, raw: &self.bytes[start..self.at] })
-    }
-}
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = Result<Field<'a>, WriteError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.at >= self.bytes.len() {
-            return None;
-        }
-        let field = self.field();
-        self.failed = field.is_err();
-        Some(field)
-    }
 }
 
 #[cfg(test)]
