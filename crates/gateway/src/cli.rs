@@ -32,8 +32,12 @@ pub struct Cli {
     pub web_max_body_size: usize,
     /// Service tokens (YAML): id, secret_sha256, expires, clients, scrape, tenant; read again when it
     /// changes. Without it the gateway is open, as PushProx is
-    #[arg(help_heading = "Tokens", long = "token.file", value_name = "FILE")]
+    #[arg(help_heading = "Tokens", long = "token.file", value_name = "FILE", group = "tokens")]
     pub token_file: Option<PathBuf>,
+    /// The tokens from this etcd key instead (the same YAML as the file; with the etcd flags below),
+    /// followed with a watch; until it is read no token is valid
+    #[arg(help_heading = "Tokens", long = "token.etcd-key", value_name = "KEY", group = "tokens")]
+    pub token_etcd_key: Option<String>,
     /// Header carrying a token's id
     #[arg(help_heading = "Tokens", long = "token.id-header", default_value = DEFAULT_ID_HEADER, value_name = "NAME")]
     pub token_id_header: HeaderName,
@@ -42,7 +46,7 @@ pub struct Cli {
     pub token_secret_header: HeaderName,
     /// Scrapes (and /clients) need a token whose `scrape` scope names the client: the two headers, or
     /// proxy_url credentials (http://ID:SECRET@gateway:8080)
-    #[arg(help_heading = "Scrapes", long = "scrape.require-token", requires = "token_file")]
+    #[arg(help_heading = "Scrapes", long = "scrape.require-token", requires = "tokens")]
     pub scrape_require_token: bool,
     /// Any scrape with a longer timeout is clamped to this
     #[arg(help_heading = "Scrapes", long = "scrape.max-timeout", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]

@@ -47,7 +47,8 @@ pub enum GatewayError {
     Upstream(upstream::UpstreamError),
     #[error("--remote-write.tenant-label {0:?} is not a label name Prometheus accepts")]
     TenantLabel(String),
-    #[error("--registry: {0}")]
+    /// The etcd flags (for `--registry.zone` or `--token.etcd-key`) cannot work.
+    #[error("etcd: {0}")]
     Registry(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -59,13 +60,22 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Everything `run` needs, read and checked: a bad token or web config file fails here, before listening.
 pub struct Prepared {
     gateway: Arc<Gateway>,
+    /// etcd's flags, when tokens or registrations live there.
+    etcd: promsd_common::EtcdArgs,
     registry: Option<Arc<registry::RegistrySettings>>,
     web: Option<Arc<promsd_web::WebSource>>,
     limits: promsd_web::Limits,
 }
 
 pub fn prepare(cli: &Cli) -> Result<Prepared, GatewayError> {
-    let tokens = cli.token_file.as_deref().map(TokenSource::load).transpose()?.map(Arc::new);
+    let tokens = match (&cli.token_file, &cli.token_etcd_key) {
+        (Some(path), _) => Some(Arc::new(TokenSource::load(path)?)),
+        (None, Some(key)) => {
+            cli.etcd.check().map_err(|e| GatewayError::Registry(e.to_string()))?;
+            Some(Arc::new(TokenSource::etcd(key)))
+        }
+        (None, None) => None,
+    };
     let web = cli.web_config_file.as_deref().map(promsd_web::WebSource::load).transpose()?.map(Arc::new);
     let coordinator = Arc::new(Coordinator::new(Limits {
         registration: cli.registration_timeout,
@@ -111,7 +121,7 @@ pub fn prepare(cli: &Cli) -> Result<Prepared, GatewayError> {
     });
     let limits = promsd_web::Limits { max_connections: cli.web_max_connections, ..promsd_web::Limits::default() };
     let registry = cli.registry_zone.as_deref().map(|zone| registry_settings(cli, zone)).transpose()?.map(Arc::new);
-    Ok(Prepared { gateway, registry, web, limits })
+    Ok(Prepared { gateway, etcd: cli.etcd.clone(), registry, web, limits })
 }
 
 /// `--registry.*` and the etcd flags, checked: what no retry can fix fails the start.
@@ -147,7 +157,9 @@ impl Prepared {
 
 /// Serves until `shutdown`. SIGHUP reads the token file again at once (it is also read when it changes).
 pub async fn run(prepared: Prepared, listener: TcpListener, shutdown: CancellationToken) -> Result<(), GatewayError> {
-    let Prepared { gateway, registry, web, limits } = prepared;
+    let Prepared { gateway, etcd, registry, web, limits } = prepared;
+    let following =
+        gateway.tokens.clone().map(|source| tokio::spawn(tokens::follow_etcd(source, etcd, shutdown.clone())));
     let registering =
         registry.map(|settings| tokio::spawn(registry::run(settings, gateway.coordinator.clone(), shutdown.clone())));
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -173,6 +185,9 @@ pub async fn run(prepared: Prepared, listener: TcpListener, shutdown: Cancellati
     if let Some(registering) = registering {
         let _ = registering.await;
     }
+    if let Some(following) = following {
+        let _ = following.await;
+    }
     Ok(())
 }
 
@@ -180,7 +195,7 @@ fn sweep(gateway: &Gateway, forced: bool) {
     let tokens = gateway.tokens.as_ref().map(|source| {
         match source.refresh(forced) {
             Some(Ok(tokens)) => {
-                tracing::info!(file = %source.path().display(), tokens = tokens.len(), "token file read")
+                tracing::info!(from = %source.describe(), tokens = tokens.len(), "token file read")
             }
             Some(Err(error)) => tracing::error!(%error, "cannot read the token file; keeping the tokens in force"),
             None => {}

@@ -1,7 +1,8 @@
 //! Service tokens: an id and a secret, sent as two headers (Cloudflare Access's by default). The token file
 //! stores only the secret's SHA-256; each token has an expiry and scopes: the client names it may register
 //! over `/poll` (and answer scrapes for over `/push`), the names it may scrape through the proxy, and the
-//! tenant it writes for. The file is read again when it changes; a broken new version keeps the previous one.
+//! tenant it writes for. The file (or etcd key) is read again when it changes; a broken new version keeps
+//! the previous one.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -232,9 +233,16 @@ fn decode_sha256(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// The token file and what was last read from it.
+/// Where the tokens come from: `--token.file`, or one etcd key holding the same YAML (`--token.etcd-key`).
+#[derive(Debug, Clone)]
+enum Origin {
+    File(PathBuf),
+    Etcd(String),
+}
+
+/// The tokens in force and where they come from.
 pub struct TokenSource {
-    path: PathBuf,
+    origin: Origin,
     current: Mutex<(Option<Stamp>, Arc<Tokens>)>,
 }
 
@@ -243,31 +251,105 @@ impl TokenSource {
     pub fn load(path: &Path) -> Result<Self, TokenError> {
         let stamp = stamp(path);
         let tokens = Tokens::load(path)?;
-        Ok(Self { path: path.into(), current: Mutex::new((stamp, Arc::new(tokens))) })
+        Ok(Self { origin: Origin::File(path.into()), current: Mutex::new((stamp, Arc::new(tokens))) })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Tokens from etcd key `key`: none until [`follow_etcd`] has read it (the gateway is closed meanwhile).
+    pub fn etcd(key: &str) -> Self {
+        Self { origin: Origin::Etcd(key.to_string()), current: Mutex::new((None, Arc::new(Tokens::default()))) }
+    }
+
+    /// `file /etc/...` or `etcd key /...`, for log lines.
+    pub fn describe(&self) -> String {
+        match &self.origin {
+            Origin::File(path) => format!("file {}", path.display()),
+            Origin::Etcd(key) => format!("etcd key {key}"),
+        }
     }
 
     pub fn current(&self) -> Arc<Tokens> {
         self.current.lock().map(|c| c.1.clone()).unwrap_or_default()
     }
 
+    fn replace(&self, tokens: Tokens) {
+        if let Ok(mut current) = self.current.lock() {
+            current.1 = Arc::new(tokens);
+        }
+    }
+
     /// Reads the file again if it changed: `Some(Ok)` with the new tokens, `Some(Err)` when the new version
-    /// is broken (the previous one stays), `None` when nothing changed. `force` reads it whatever its stamp
-    /// (SIGHUP).
+    /// is broken (the previous one stays), `None` when nothing changed (or the tokens are in etcd, which
+    /// [`follow_etcd`] follows). `force` reads it whatever its stamp (SIGHUP).
     pub fn refresh(&self, force: bool) -> Option<Result<Arc<Tokens>, TokenError>> {
-        let stamp = stamp(&self.path);
+        let Origin::File(path) = &self.origin else { return None };
+        let stamp = stamp(path);
         let mut current = self.current.lock().ok()?;
         if stamp == current.0 && !force {
             return None;
         }
         current.0 = stamp;
-        Some(Tokens::load(&self.path).map(|tokens| {
+        Some(Tokens::load(path).map(|tokens| {
             current.1 = Arc::new(tokens);
             current.1.clone()
         }))
+    }
+}
+
+/// Keeps `source` (an etcd one) equal to its key until `shutdown`: read, then watched; a value that does
+/// not parse is logged and the tokens before it stay; a deleted key revokes every token. Reconnects with
+/// the shared backoff.
+pub async fn follow_etcd(
+    source: Arc<TokenSource>,
+    etcd: promsd_common::EtcdArgs,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let Origin::Etcd(key) = source.origin.clone() else { return };
+    let mut backoff = promsd_backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut attempt = 0;
+    let apply = |value: Option<&[u8]>| match value {
+        None => {
+            tracing::warn!(%key, "the token key is gone from etcd: no token is valid");
+            source.replace(Tokens::default());
+        }
+        Some(value) => match Tokens::parse(Path::new(&key), &String::from_utf8_lossy(value)) {
+            Ok(tokens) => {
+                tracing::info!(%key, tokens = tokens.len(), "tokens read from etcd");
+                source.replace(tokens);
+            }
+            Err(error) => tracing::error!(%error, "cannot read the tokens in etcd; keeping the tokens in force"),
+        },
+    };
+    loop {
+        let session = async {
+            let (mut client, _) = etcd.connect_attempt(attempt).await.map_err(|e| e.to_string())?;
+            let got = client.get(key.as_str(), None).await.map_err(|e| promsd_common::etcd::describe(&e))?;
+            apply(got.kvs().first().map(|kv| kv.value()));
+            backoff.reset();
+            let revision = got.header().map_or(0, |h| h.revision()) + 1;
+            let options = etcd_client::WatchOptions::new().with_start_revision(revision);
+            let mut stream =
+                client.watch(key.as_str(), Some(options)).await.map_err(|e| promsd_common::etcd::describe(&e))?;
+            while let Some(response) = stream.message().await.map_err(|e| promsd_common::etcd::describe(&e))? {
+                for event in response.events() {
+                    match event.event_type() {
+                        etcd_client::EventType::Put => apply(event.kv().map(|kv| kv.value())),
+                        etcd_client::EventType::Delete => apply(None),
+                    }
+                }
+            }
+            Err::<(), String>("the watch on the token key closed".into())
+        };
+        let error = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            Err(error) = session => error,
+        };
+        attempt += 1;
+        let delay = backoff.next_delay();
+        tracing::warn!(%key, %error, retry_in = ?delay, "cannot follow the tokens in etcd; retrying");
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
     }
 }
 

@@ -92,7 +92,7 @@ impl Upstream {
             Ok(Ok(answer)) => answer,
             Ok(Err(error)) => {
                 self.counts.unreachable.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(upstream = %self.url, %error, "{} upstream unreachable", self.what);
+                tracing::warn!(upstream = %self.url, sink = self.what, %error, "upstream unreachable");
                 return Outcome::plain(StatusCode::SERVICE_UNAVAILABLE, format!("upstream unreachable: {error}\n"));
             }
             Err(_) => {

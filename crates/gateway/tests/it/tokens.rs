@@ -132,3 +132,30 @@ fn scrapes_can_require_a_token_with_a_scrape_scope() {
     let outside = gateway.scrape("http://host1.site-b.example.org:9100/metrics", &[&authorization]);
     assert_eq!(outside.status, 403, "{outside:?}");
 }
+
+/// `--token.etcd-key`: the same YAML in one etcd key, followed with a watch: a new version applies at once,
+/// a broken one keeps the tokens in force, a deleted key revokes them all.
+#[test]
+fn tokens_can_live_in_etcd() {
+    let etcd = promsd_tests::Etcd::start();
+    let key = "/promsd/gateway/tokens";
+    let yaml = |entries: &[String]| format!("tokens:\n{}", entries.concat());
+    let gateway = Gateway::start(&["--token.etcd-key", key, "--endpoints", &etcd.endpoint]);
+    assert_eq!(gateway.poll(FQDN, &SITE_A).status, 401, "no token until the key is read");
+    etcd.put(key, &yaml(&entries()));
+    eventually("the tokens from etcd", Duration::from_secs(10), || {
+        gateway.metrics().contains("promsd_gateway_tokens 3\n").then_some(())
+    });
+    let poll = gateway.poll_in_background(FQDN, &SITE_A);
+    eventually("the client to be listed", Duration::from_secs(10), || {
+        (gateway.clients()[0]["targets"][0] == FQDN).then_some(())
+    });
+    etcd.put(key, "tokens: [broken");
+    promsd_tests::holds_for(Duration::from_millis(500), || {
+        assert_eq!(gateway.clients()[0]["targets"][0], FQDN, "a broken value keeps the tokens in force");
+    });
+    etcd.del(key);
+    let ended = poll.join().expect("poll");
+    assert_eq!(ended.status, 401, "the waiting poll ends when the key goes: {ended:?}");
+    assert_eq!(gateway.poll(FQDN, &SITE_A).status, 401);
+}
