@@ -128,8 +128,20 @@ impl ScrapeResponse {
         out
     }
 
-    /// Reads a pushed response. Go's client writes a body of unknown length chunked, or until the end.
+    /// Reads a pushed response. Go's client writes a body of unknown length chunked, or until the end, and
+    /// a failed scrape as `HTTP/0.0 500` (PushProx's client builds that response without a protocol version,
+    /// and Go's reader takes it): any `HTTP/d.d` status line is read as HTTP/1.1.
     pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
+        let normalized;
+        let bytes = match bytes {
+            [b'H', b'T', b'T', b'P', b'/', major, b'.', minor, b' ', rest @ ..]
+                if major.is_ascii_digit() && minor.is_ascii_digit() && (*major, *minor) != (b'1', b'1') =>
+            {
+                normalized = [&b"HTTP/1.1 "[..], rest].concat();
+                &normalized[..]
+            }
+            _ => bytes,
+        };
         let mut headers = [httparse::EMPTY_HEADER; PARSE_SLOTS];
         let mut response = httparse::Response::new(&mut headers);
         let start = match response.parse(bytes).map_err(WireError::Syntax)? {
@@ -286,7 +298,10 @@ mod tests {
         let chunked =
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nId: a\r\n\r\n3\r\nhel\r\n2;x=y\r\nlo\r\n0\r\n\r\n";
         let to_end = b"HTTP/1.1 500 Internal Server Error\r\nId: a\r\nConnection: close\r\n\r\nhello";
-        for (bytes, status) in [(&sized[..], 200), (&chunked[..], 200), (&to_end[..], 500)] {
+        // PushProx 0.2's client, pushing a failed scrape (seen on the wire): no protocol version, no length.
+        let failed =
+            b"HTTP/0.0 500 Internal Server Error\r\nId: a\r\nX-Prometheus-Scrape-Timeout: 2.999829\r\n\r\nhello";
+        for (bytes, status) in [(&sized[..], 200), (&chunked[..], 200), (&to_end[..], 500), (&failed[..], 500)] {
             let response = ScrapeResponse::parse(bytes).expect("parses");
             assert_eq!(
                 (response.status.as_u16(), &response.body[..], response.id()),

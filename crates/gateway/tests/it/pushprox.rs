@@ -47,8 +47,20 @@ fn a_pushprox_client_is_scraped_through_the_proxy() {
     gateway.push(&polled.body, 500, "failed to scrape", &[]);
     let scraped = scrape.join().expect("scrape");
     assert_eq!((scraped.status, scraped.body.as_str()), (500, "failed to scrape"));
+    // And as PushProx 0.2's client really writes a failed scrape (seen on the wire): `HTTP/0.0`, no length.
+    let poll = gateway.poll_in_background(FQDN, &[]);
+    let scrape = gateway.scrape_in_background(&format!("http://{FQDN}:9999/metrics"), &[]);
+    let polled = poll.join().expect("poll");
+    let id =
+        promsd_pushprox::ScrapeRequest::parse(polled.body.as_bytes()).expect("request").id().expect("id").to_string();
+    let raw = format!(
+        "HTTP/0.0 500 Internal Server Error\r\nId: {id}\r\nX-Prometheus-Scrape-Timeout: 2.999829\r\n\r\nfailed to scrape: connection refused"
+    );
+    assert_eq!(http_post(gateway.addr, "/push", &[], raw.as_bytes()).expect("push").status, 200);
+    let scraped = scrape.join().expect("scrape");
+    assert_eq!((scraped.status, scraped.body.as_str()), (500, "failed to scrape: connection refused"));
     let metrics = gateway.metrics();
-    assert!(metrics.contains("promsd_gateway_scrapes_total{result=\"answered\"} 2"), "{metrics}");
+    assert!(metrics.contains("promsd_gateway_scrapes_total{result=\"answered\"} 3"), "{metrics}");
 }
 
 #[test]
