@@ -159,6 +159,32 @@ fn exempt(no_proxy: &str, host: &str) -> bool {
     )
 }
 
+/// How to reach a server given by URL: TLS files for an https one (no CA: the system's), and the name its
+/// certificate is checked for (default: the URL's host).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerTls<'a> {
+    pub ca: Option<&'a std::path::Path>,
+    pub cert: Option<&'a std::path::Path>,
+    pub key: Option<&'a std::path::Path>,
+    pub server_name: Option<&'a str>,
+}
+
+/// Where Debian's ca-certificates puts the system's CAs.
+const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Why a client for a URL cannot be built; found at start, not retried.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("the client certificate and key go together")]
+    CertWithoutKey,
+    #[error("TLS files are set but {0} is not https")]
+    TlsWithoutHttps(String),
+}
+
 /// A server's answer.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -168,6 +194,37 @@ pub struct Answer {
 }
 
 impl Client {
+    /// The one way a client for a configured URL is built: its parts, TLS from `tls` for https, the forward
+    /// proxy the environment names, and `headers` sent with every request.
+    pub fn for_url(url: &str, tls: ServerTls<'_>, headers: Vec<(HeaderName, HeaderValue)>) -> Result<Self, SetupError> {
+        let (https, host, port, path) = parse_url(url)?;
+        let tls = if https {
+            let files = tls::TlsFiles {
+                ca: Some(tls.ca.unwrap_or(std::path::Path::new(SYSTEM_CAS))),
+                cert: tls.cert,
+                key: tls.key,
+                insecure_skip_verify: false,
+            };
+            if files.cert.is_some() != files.key.is_some() {
+                return Err(SetupError::CertWithoutKey);
+            }
+            let name = tls.server_name.map_or_else(|| host.clone(), str::to_string);
+            Some((tls::client(&files)?, tls::server_name(name)?))
+        } else {
+            if tls.ca.is_some() || tls.cert.is_some() || tls.key.is_some() {
+                return Err(SetupError::TlsWithoutHttps(url.to_string()));
+            }
+            None
+        };
+        let via = proxy_from_env(https, &host, |name| std::env::var(name).ok())?;
+        Ok(Self::new(host, port, path, tls, via, headers))
+    }
+
+    /// The forward proxy requests go through, if any.
+    pub fn forward_proxy(&self) -> Option<&ForwardProxy> {
+        self.via.as_ref()
+    }
+
     pub fn new(
         host: String,
         port: u16,

@@ -320,6 +320,12 @@ impl Coordinator {
         known
     }
 
+    /// How many clients are known now, without copying them.
+    pub fn known_count(&self) -> usize {
+        let now = Instant::now();
+        self.lock().clients.values().filter(|c| c.alive(now, self.limits.registration)).count()
+    }
+
     /// Scrapes waiting for a push now.
     pub fn pending(&self) -> usize {
         self.lock().pending.len()

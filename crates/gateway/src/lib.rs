@@ -44,7 +44,7 @@ pub enum GatewayError {
     #[error(transparent)]
     WebConfig(#[from] promsd_web::WebConfigError),
     #[error("upstream: {0}")]
-    Upstream(upstream::UpstreamError),
+    Upstream(promsd_client::SetupError),
     #[error("--remote-write.tenant-label {0:?} is not a label name Prometheus accepts")]
     TenantLabel(String),
     /// The etcd flags (for `--registry.zone` or `--token.etcd-key`) cannot work.
@@ -137,6 +137,7 @@ fn registry_settings(cli: &Cli, zone: &str) -> Result<registry::RegistrySettings
         zone: zone.trim_end_matches('.').to_ascii_lowercase(),
         service: cli.registry_service.clone(),
         lease_ttl: cli.registry_lease_ttl,
+        owner: promsd_registration::owner(),
     })
 }
 

@@ -42,7 +42,7 @@ pub fn snapshot(gateway: &Gateway) -> Snapshot {
     let (c, h) = (&gateway.coordinator.counts, &gateway.counts);
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     Snapshot {
-        clients: gateway.coordinator.known().len(),
+        clients: gateway.coordinator.known_count(),
         pending: gateway.coordinator.pending(),
         polls: load(&c.polls),
         polls_held: load(&c.polls_held),

@@ -49,11 +49,12 @@ pub struct RegistrySettings {
     /// The label below the zone the clients are registered under.
     pub service: String,
     pub lease_ttl: Duration,
+    /// The records' `owner` (`PROMSD_OWNER`, else /etc/machine-id), read once at start.
+    pub owner: String,
 }
 
 /// The records the known clients stand for: key -> SkyDNS value.
 pub fn records(settings: &RegistrySettings, known: &[Known]) -> BTreeMap<String, String> {
-    let owner = promsd_registration::owner();
     let mut out = BTreeMap::new();
     for client in known {
         let Some(announce) = &client.announce else { continue };
@@ -71,7 +72,7 @@ pub fn records(settings: &RegistrySettings, known: &[Known]) -> BTreeMap<String,
             let service = Service {
                 host: client.name.clone(),
                 port: i64::from(announce.port),
-                owner: owner.clone(),
+                owner: settings.owner.clone(),
                 labels: if labels.is_empty() { Lenient::Absent } else { Lenient::Valid(labels.into_iter().collect()) },
                 metrics_path: Lenient::Valid("/proxy".to_string()),
                 params: Lenient::Valid(Pairs::from_iter([("module", module.as_str())])),

@@ -50,32 +50,10 @@ pub struct Upstream {
     pub counts: UpstreamCounts,
 }
 
-/// Why an upstream URL cannot be used; found at start.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error(transparent)]
-    Url(#[from] promsd_client::UrlError),
-    #[error(transparent)]
-    Tls(#[from] promsd_client::tls::TlsError),
-}
-
 impl Upstream {
     /// https with the system's CAs; through a forward proxy if the environment names one.
-    pub fn new(url: &str, what: &'static str) -> Result<Self, UpstreamError> {
-        let (https, host, port, path) = promsd_client::parse_url(url)?;
-        let tls = if https {
-            let files = promsd_client::tls::TlsFiles {
-                ca: Some(std::path::Path::new("/etc/ssl/certs/ca-certificates.crt")),
-                cert: None,
-                key: None,
-                insecure_skip_verify: false,
-            };
-            Some((promsd_client::tls::client(&files)?, promsd_client::tls::server_name(host.clone())?))
-        } else {
-            None
-        };
-        let via = promsd_client::proxy_from_env(https, &host, |name| std::env::var(name).ok())?;
-        let client = Client::new(host, port, path, tls, via, Vec::new());
+    pub fn new(url: &str, what: &'static str) -> Result<Self, promsd_client::SetupError> {
+        let client = Client::for_url(url, promsd_client::ServerTls::default(), Vec::new())?;
         Ok(Self { client, url: url.to_string(), what, counts: UpstreamCounts::default() })
     }
 

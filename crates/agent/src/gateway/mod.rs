@@ -20,8 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AgentConfig, GatewaySection, Method};
 use crate::module::Loaded;
 use crate::proxy::Proxy;
-use promsd_client::tls::{self, TlsError, TlsFiles};
-use promsd_client::{Client, UrlError};
+use promsd_client::{Client, ServerTls, SetupError};
 
 /// Cloudflare Access's service-token headers, as promsd-gateway expects them by default.
 pub const DEFAULT_ID_HEADER: &str = "CF-Access-Client-Id";
@@ -35,10 +34,8 @@ const CONCURRENT_SCRAPES: usize = 64;
 
 #[derive(Debug, Error)]
 pub enum GatewayError {
-    #[error(transparent)]
-    Url(#[from] UrlError),
     #[error("gateway: {0}")]
-    Tls(#[from] TlsError),
+    Client(#[from] SetupError),
     #[error("cannot read the token secret {path}: {source}")]
     Secret { path: std::path::PathBuf, source: std::io::Error },
     #[error("gateway: {0}")]
@@ -109,30 +106,14 @@ impl Tunnel {
             }
             return Ok(None);
         };
-        let (https, host, port, base_path) = promsd_client::parse_url(url)?;
-        let tls = if https {
-            // Without a CA of its own, the system's (Debian's ca-certificates).
-            let system = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
-            let files = TlsFiles {
-                ca: Some(section.tls_ca_file.as_deref().unwrap_or(system)),
-                cert: section.tls_cert_file.as_deref(),
-                key: section.tls_key_file.as_deref(),
-                insecure_skip_verify: false,
-            };
-            if files.cert.is_some() != files.key.is_some() {
-                return Err(GatewayError::Setting("the client certificate and key go together".into()));
-            }
-            let name = section.server_name.clone().unwrap_or_else(|| host.clone());
-            Some((tls::client(&files)?, tls::server_name(name)?))
-        } else {
-            if section.tls_ca_file.is_some() || section.tls_cert_file.is_some() {
-                return Err(GatewayError::Setting(format!("TLS files are set but {url} is not https")));
-            }
-            None
+        let server = ServerTls {
+            ca: section.tls_ca_file.as_deref(),
+            cert: section.tls_cert_file.as_deref(),
+            key: section.tls_key_file.as_deref(),
+            server_name: section.server_name.as_deref(),
         };
-        let headers = credentials(section)?;
-        let via = promsd_client::proxy_from_env(https, &host, |name| std::env::var(name).ok())?;
-        if let Some(proxy) = &via {
+        let client = Client::for_url(url, server, credentials(section)?)?;
+        if let Some(proxy) = client.forward_proxy() {
             tracing::info!(proxy = %format!("{}:{}", proxy.host, proxy.port), "reaching the gateway through a forward proxy");
         }
         let fqdn = match &section.fqdn {
@@ -141,7 +122,6 @@ impl Tunnel {
         };
         let fqdn = fqdn.trim_end_matches('.').to_ascii_lowercase();
         promsd_common::name::validate_name("proxy.fqdn", &fqdn).map_err(|e| GatewayError::Setting(e.to_string()))?;
-        let client = Client::new(host, port, base_path, tls, via, headers);
         Ok(Some(Self { url: url.clone(), fqdn, client, target_port }))
     }
 }

@@ -70,10 +70,7 @@ impl Gateway {
 
     /// Prometheus's scrape through `proxy_url`: the request line names the target in absolute form.
     pub fn scrape(&self, url: &str, headers: &[&str]) -> HttpReply {
-        let host = url.split('/').nth(2).unwrap_or_default();
-        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-        let request = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n");
-        http_raw(self.addr, request.as_bytes()).expect("scrape through the gateway")
+        self.scrape_in_background(url, headers).join().expect("scrape")
     }
 
     pub fn scrape_in_background(&self, url: &str, headers: &[&str]) -> std::thread::JoinHandle<HttpReply> {
